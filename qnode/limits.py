@@ -1,0 +1,74 @@
+"""Every bound in qnode, in one place, each with its unit and the reason for its value.
+
+Components read these as defaults for their config sections (qnode/config.py); the relations
+between them are asserted at import so that an edit that breaks one fails at once.
+Units are last in names: `_size` is bytes, `_count` is a 1-based count, `_ms`/`_ns` are times.
+"""
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# --- SQS semantics (documented SQS limits) -------------------------------------------------
+message_size_max = 256 * KIB * 4          # 1 MiB: SQS's MaximumMessageSize ceiling (2025)
+message_size_min = 1                      # SQS rejects empty bodies
+message_attributes_count_max = 10         # SQS: up to 10 message attributes
+batch_entries_count_max = 10              # SQS: SendMessageBatch etc. take at most 10 entries
+batch_size_max = message_size_max         # SQS: a whole batch is at most the message size max
+receive_count_max = 10                    # SQS: MaxNumberOfMessages 1..10
+wait_ms_max = 20_000                      # SQS: long poll up to 20 s; more is InvalidParameterValue
+delay_ms_max = 900_000                    # SQS: DelaySeconds 0..900
+visibility_timeout_ms_max = 12 * 3600_000 # SQS: visibility timeout up to 12 h
+visibility_timeout_ms_default = 30_000    # SQS default
+retention_ms_min = 60_000                 # SQS: MessageRetentionPeriod 60 s ..
+retention_ms_max = 14 * 86400_000         # .. 14 days
+retention_ms_default = 4 * 86400_000      # SQS default: 4 days
+queue_name_length_max = 80                # SQS queue names are 1..80 characters
+inflight_per_queue_max = 120_000          # SQS standard-queue in-flight cap (OverLimit)
+inflight_per_fifo_queue_max = 120_000     # SQS raised the FIFO cap to 120k as well
+dedup_window_ms = 5 * 60_000              # SQS FIFO deduplication window: 5 minutes
+receive_attempt_window_ms = 5 * 60_000    # ReceiveRequestAttemptId retries are honoured 5 min
+purge_interval_ms = 60_000                # SQS: one PurgeQueue per 60 s per queue
+
+# --- queue engine memory ---------------------------------------------------------------------
+queue_backlog_count_max = 10_000_000      # messages stored in one queue before QueueFull
+queue_backlog_size_max = 4 * GIB          # body bytes stored in one queue before QueueFull
+node_memory_budget_size = 8 * GIB         # body bytes across all queues on a node before QueueFull
+waiters_per_queue_max = 10_000            # parked long polls per queue before TooManyWaiters
+queue_full_retry_after_ms = 100           # hint sent with QueueFull
+
+# --- wire protocol ---------------------------------------------------------------------------
+frame_header_size = 4                     # u32 big-endian length prefix
+frame_size_max = 16 * MIB                 # a receive of 10 messages of 1 MiB, plus overhead
+msgpack_str_len_max = message_size_max    # no string field may exceed a message
+msgpack_bin_len_max = message_size_max
+msgpack_array_len_max = 1_000             # more than any batch or list reply carries
+msgpack_map_len_max = 1_000               # attribute maps are small
+inflight_requests_per_connection_max = 256   # pause reading above this
+inflight_requests_per_connection_low = 128   # resume reading below this
+outbound_pending_size_high = 8 * MIB      # pause producers of replies above this
+outbound_pending_size_max = 64 * MIB      # beyond this the connection is a slow consumer: closed
+connections_max = 10_000                  # accepted connections per listener
+request_id_cache_count_max = 100_000      # remembered request ids (retried sends are not enqueued twice)
+request_id_ttl_ms = 5 * 60_000            # how long a request id is remembered
+
+# --- write-ahead log -------------------------------------------------------------------------
+wal_segment_size_max = 64 * MIB           # roll to a new segment beyond this
+wal_batch_size_max = 8 * MIB              # one write()+fdatasync covers at most this many bytes
+wal_pending_size_max = 256 * MIB          # appended but not yet durable before appends are refused
+wal_record_size_max = 2 * MIB             # one record: a 1 MiB message plus attributes and header
+wal_disk_reserve_size = 256 * MIB         # refuse writes with DiskFull below this much free space
+wal_checkpoint_log_size_min = 256 * MIB   # checkpoint when the log exceeds this ..
+wal_checkpoint_live_ratio = 2             # .. and is more than this many times the live data
+
+# --- relations -------------------------------------------------------------------------------
+assert frame_size_max >= receive_count_max * (message_size_max + 64 * KIB) + frame_header_size
+assert frame_size_max >= batch_size_max + 64 * KIB + frame_header_size
+assert wal_record_size_max >= message_size_max + 64 * KIB
+assert wal_batch_size_max >= wal_record_size_max
+assert wal_segment_size_max >= wal_batch_size_max
+assert wal_pending_size_max >= wal_batch_size_max
+assert inflight_requests_per_connection_low < inflight_requests_per_connection_max
+assert outbound_pending_size_high < outbound_pending_size_max
+assert retention_ms_min <= retention_ms_default <= retention_ms_max
+assert msgpack_bin_len_max <= frame_size_max
