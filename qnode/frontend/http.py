@@ -1,0 +1,152 @@
+"""The HTTP listener of a node: the SQS-compatible API (`/`, `/<account>/<queue>`), `/healthz`
+and `/metrics`, on one aiohttp server.
+
+Protected mode (DESIGN.md "Roles in a cluster"):
+- credentials configured           -> every SQS request must carry a valid SigV4 signature;
+- no credentials, loopback address -> requests are accepted whatever their signature, and a
+                                      warning is logged at start;
+- no credentials, other address    -> `start` raises `ProtectedModeError`, unless
+                                      `insecure_no_auth=True` (then a warning at every start).
+Bounds: request body `body_size_max` (413 beyond), `inflight_requests_max` concurrent SQS
+requests (503 ServiceUnavailable beyond, which SDKs retry), aiohttp's header limits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from aiohttp import web
+
+from qnode import limits
+from qnode.frontend.api import QueueApi
+from qnode.frontend.sqs.app import GatewaySettings, SqsGateway
+
+log = logging.getLogger(__name__)
+
+# A SendMessageBatch of 10 x 1 MiB bodies, each possibly JSON-escaped or base64'd, plus
+# attributes: 16 MiB leaves room; the batch itself is then refused as BatchRequestTooLong.
+HTTP_BODY_SIZE_MAX = 16 * limits.MIB
+HTTP_INFLIGHT_REQUESTS_MAX = 10_000    # long polls hold a slot each; beyond: 503
+HTTP_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class ProtectedModeError(RuntimeError):
+    """The listener would be reachable off-host without authentication."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    account_id: str = "000000000000"
+    region: str = "us-east-1"
+    credentials: Mapping[str, str] = field(default_factory=dict)   # access key -> secret key
+    insecure_no_auth: bool = False
+    request_expiry_s: int = 900            # SigV4: X-Amz-Date within this of the server clock
+    body_size_max: int = HTTP_BODY_SIZE_MAX
+    inflight_requests_max: int = HTTP_INFLIGHT_REQUESTS_MAX
+    shutdown_timeout_s: float = HTTP_SHUTDOWN_TIMEOUT_S
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not (len(self.account_id) == 12 and self.account_id.isdigit()):
+            problems.append(f"account_id must be 12 digits, got {self.account_id!r}")
+        if not self.region:
+            problems.append("region must not be empty")
+        if self.request_expiry_s <= 0:
+            problems.append("request_expiry_s must be positive")
+        if self.body_size_max < 2 * limits.message_size_max:
+            problems.append("body_size_max must hold at least two maximum-size messages")
+        if self.inflight_requests_max <= 0:
+            problems.append("inflight_requests_max must be positive")
+        return problems
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """`await start(host, port) -> (host, bound_port)`, then `await stop()`."""
+
+    def __init__(self, api: QueueApi, config: HttpConfig, *,
+                 metrics: Callable[[], str] | None = None,
+                 health: Callable[[], dict] | None = None) -> None:
+        problems = config.validate()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._config = config
+        self._metrics = metrics
+        self._health = health
+        self.gateway = SqsGateway(api, GatewaySettings(
+            account_id=config.account_id, region=config.region,
+            credentials=dict(config.credentials), request_expiry_s=config.request_expiry_s,
+            body_size_max=config.body_size_max,
+            inflight_requests_max=config.inflight_requests_max))
+        self._runner: web.AppRunner | None = None
+
+    def _app(self) -> web.Application:
+        # The gateway bounds the body itself (typed 413 in the request's protocol).
+        app = web.Application(client_max_size=self._config.body_size_max + 1)
+        app.router.add_get("/healthz", self._handle_health)
+        app.router.add_get("/metrics", self._handle_metrics)
+        app.router.add_route("POST", "/", self.gateway.handle)
+        app.router.add_route("GET", "/", self.gateway.handle)
+        app.router.add_route("POST", "/{account}/{queue}", self.gateway.handle)
+        app.router.add_route("GET", "/{account}/{queue}", self.gateway.handle)
+        return app
+
+    async def _handle_health(self, request: web.Request) -> web.Response:
+        status = self._health() if self._health is not None else {"status": "ok"}
+        return web.json_response(status)
+
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        text = self._metrics() if self._metrics is not None else ""
+        gw = self.gateway
+        text += (f"qnode_http_inflight_requests {gw.inflight}\n"
+                 f'qnode_limit_rejections_total{{limit="http_inflight_requests"}} '
+                 f"{gw.rejected_busy_count}\n"
+                 f'qnode_limit_rejections_total{{limit="http_body_size"}} '
+                 f"{gw.rejected_too_large_count}\n")
+        return web.Response(text=text, content_type="text/plain")
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on host:port (0: any free port). Raises ProtectedModeError (see module doc)."""
+        assert self._runner is None, "already started"
+        if not self._config.credentials:
+            if not is_loopback(host):
+                if not self._config.insecure_no_auth:
+                    raise ProtectedModeError(
+                        f"refusing to serve the SQS API on non-loopback {host!r} without "
+                        "credentials; configure access keys or pass --insecure-no-auth")
+                log.warning("SQS API on a non-loopback address WITHOUT authentication "
+                            "(--insecure-no-auth)", extra={"host": host, "port": port})
+            else:
+                log.warning("SQS API accepts unsigned requests (no credentials configured; "
+                            "loopback only)", extra={"host": host, "port": port})
+        runner = web.AppRunner(self._app(), access_log=None,
+                               shutdown_timeout=self._config.shutdown_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        log.info("http listening", extra={"host": bound_host, "port": bound_port})
+        return bound_host, bound_port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to shutdown_timeout_s), close."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,156 @@
+"""The aiohttp side of the SQS gateway: one handler for `POST /` and `POST|GET /<account>/<queue>`.
+
+Per request, in order: bound the in-flight count (over: 503 ServiceUnavailable) -> read the body
+within `body_size_max` (over: 413 RequestEntityTooLarge) -> pick the protocol (an
+`X-Amz-Target: AmazonSQS.<Action>` header is the JSON protocol; anything else is the query
+protocol, parameters from the URL and a form body) -> verify SigV4 when credentials are
+configured -> run the action through `actions.dispatch` -> render JSON or XML. Every failure is
+a typed error rendered in the request's protocol; an unexpected exception is logged with its
+traceback and answered `InternalFailure` without details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from qnode.frontend.api import QueueApi
+from qnode.frontend.sqs import actions, query
+from qnode.frontend.sqs.errors import GatewayError, Rendered, render_json, render_xml
+from qnode.frontend.sqs.sigv4 import SignedRequest, SigV4Verifier
+from qnode.protocol.errors import (Busy, ErrorCode, InternalError, ProtocolViolation,
+                                   QnodeError)
+
+log = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+_TARGET_PREFIX = "AmazonSQS."
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    account_id: str
+    region: str
+    credentials: Mapping[str, str]        # empty: accept any signature (protected mode)
+    request_expiry_s: int
+    body_size_max: int
+    inflight_requests_max: int
+
+
+class SqsGateway:
+    """Holds the API, the verifier and the in-flight bound; `handle` is the aiohttp handler."""
+
+    def __init__(self, api: QueueApi, settings: GatewaySettings) -> None:
+        assert settings.body_size_max > 0
+        assert settings.inflight_requests_max > 0
+        self._api = api
+        self._settings = settings
+        self._verifier = (SigV4Verifier(settings.credentials, settings.request_expiry_s)
+                          if settings.credentials else None)
+        self._inflight = 0
+        self.rejected_busy_count = 0
+        self.rejected_too_large_count = 0
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        is_json = request.headers.get("X-Amz-Target", "").startswith(_TARGET_PREFIX)
+        try:
+            if self._inflight >= self._settings.inflight_requests_max:
+                self.rejected_busy_count += 1
+                raise Busy("Too many requests in flight; retry.")
+            self._inflight += 1
+            try:
+                action, result = await self._serve(request, is_json)
+            finally:
+                self._inflight -= 1
+        except QnodeError as err:
+            if err.code is ErrorCode.INTERNAL:
+                log.warning("sqs request failed", extra={"request_id": request_id,
+                                                         "error": err.message})
+            rendered = (render_json if is_json else render_xml)(err, request_id)
+            return _response(rendered)
+        except (web.HTTPException, ConnectionError):
+            raise
+        except Exception:  # a bug: log it, never leak it
+            log.exception("sqs request crashed", extra={"request_id": request_id})
+            err = InternalError("We encountered an internal error. Please try again.")
+            return _response((render_json if is_json else render_xml)(err, request_id))
+        if is_json:
+            return web.Response(status=200, body=json.dumps(result).encode(),
+                                content_type=JSON_CONTENT_TYPE,
+                                headers={"x-amzn-RequestId": request_id})
+        return web.Response(status=200, body=query.render_xml(action, result, request_id),
+                            content_type="text/xml", headers={"x-amzn-RequestId": request_id})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._settings.body_size_max
+        if request.content_length is not None and request.content_length > limit:
+            self.rejected_too_large_count += 1
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                self.rejected_too_large_count += 1
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _serve(self, request: web.Request, is_json: bool) -> tuple[str, dict]:
+        body = await self._read_body(request)
+        if self._verifier is not None:
+            raw_path, _, raw_query = request.raw_path.partition("?")
+            self._verifier.verify(
+                SignedRequest(request.method, raw_path, raw_query,
+                              list(request.headers.items()), body), time.time())
+        if is_json:
+            action = request.headers["X-Amz-Target"][len(_TARGET_PREFIX):]
+            try:
+                params = json.loads(body) if body else {}
+            except (UnicodeDecodeError, ValueError):
+                raise ProtocolViolation("The request body is not valid JSON.") from None
+            if not isinstance(params, dict):
+                raise ProtocolViolation("The request body must be a JSON object.")
+        else:
+            pairs = list(parse_qsl(request.query_string, keep_blank_values=True))
+            if request.method == "POST" and body:
+                try:
+                    pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                       strict_parsing=False)
+                except UnicodeDecodeError:
+                    raise ProtocolViolation("The form body is not UTF-8.") from None
+            pairs = [(k, v) for k, v in pairs if not k.startswith("X-Amz-")]
+            params = query.parse_params(pairs)
+            action = str(params.pop("Action", "") or "")
+            params.pop("Version", None)
+            if not action:
+                raise GatewayError("MissingAction", 400, "The request must contain the "
+                                   "parameter Action.", code=ErrorCode.MISSING_PARAMETER)
+            if "QueueUrl" not in params and request.path.count("/") >= 2:
+                params["QueueUrl"] = request.path
+        ctx = actions.Context(scheme=request.scheme, host=request.host,
+                              account_id=self._settings.account_id, region=self._settings.region)
+        return action, await actions.dispatch(self._api, action, params, ctx)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError("RequestEntityTooLarge", 413,
+                        f"The request body is larger than {limit} bytes.",
+                        code=ErrorCode.FRAME_TOO_LARGE)
+
+
+def _response(r: Rendered) -> web.Response:
+    return web.Response(status=r.status, body=r.body, content_type=r.content_type,
+                        headers=r.headers)
