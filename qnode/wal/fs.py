@@ -1,0 +1,291 @@
+"""The small file interface the WAL writes through, a real one and an in-memory crashable one.
+
+`FileSystem` is what `SegmentedLog` needs and nothing more: append-only files addressed by an
+opaque handle, whole-file reads by path, directory listing, rename, remove, fsync of a file and
+of a directory, and free space. Paths are plain POSIX strings.
+
+- `RealFs`: real files; `fsync` is `os.fdatasync` (data plus the size needed to read it back),
+  `fsync_dir` fsyncs the directory so created, renamed and removed names are durable.
+- `MemFs`: an in-memory disk for the deterministic simulator and tests. Each file keeps its
+  "written" bytes and its "durable" bytes; `fsync` promotes written to durable, `fsync_dir`
+  promotes the directory's names. `crash(rng)` forgets every non-durable name and byte, except
+  that the non-durable tail of a file may partly survive: nothing, all of it, a random prefix, or
+  a random subset of its 4 KiB pages (out-of-order page writeback; lost pages read as zeros when
+  the size survived). Deterministic for a given `random.Random`: files are visited in sorted order.
+  `fsync_error` injects an I/O error into the next fsyncs (the EIO path).
+
+Invariant (MemFs): durable bytes are never lost by a crash; a name is durable only after
+`fsync_dir` of its directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PAGE_SIZE = 4096
+
+FileHandle = Any   # opaque: an int fd for RealFs, a _MemHandle for MemFs
+
+
+class FileSystem(Protocol):
+    """What the WAL needs from a disk. Every method may raise OSError."""
+
+    def makedirs(self, directory: str) -> None: ...
+    def list(self, directory: str) -> list[str]: ...           # sorted file names
+    def exists(self, path: str) -> bool: ...
+    def open(self, path: str, *, create: bool = False) -> FileHandle: ...  # create: must not exist
+    def append(self, handle: FileHandle, data: bytes) -> None: ...         # all of it, at the end
+    def fsync(self, handle: FileHandle) -> None: ...
+    def truncate(self, handle: FileHandle, size: int) -> None: ...
+    def size(self, handle: FileHandle) -> int: ...
+    def close(self, handle: FileHandle) -> None: ...
+    def read(self, path: str) -> bytes: ...                     # the whole file
+    def remove(self, path: str) -> None: ...
+    def rename(self, src: str, dst: str) -> None: ...           # atomic, replaces dst
+    def fsync_dir(self, directory: str) -> None: ...
+    def free_bytes(self, directory: str) -> int: ...
+
+
+class RealFs:
+    """Real files through `os`; fsync is `os.fdatasync`."""
+
+    def makedirs(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+
+    def list(self, directory: str) -> list[str]:
+        return sorted(os.listdir(directory))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def open(self, path: str, *, create: bool = False) -> int:
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        return os.open(path, flags, 0o644)
+
+    def append(self, handle: int, data: bytes) -> None:
+        view = memoryview(data)
+        # Bounded: each write makes progress or raises.
+        while view:
+            written = os.write(handle, view)
+            assert written > 0
+            view = view[written:]
+
+    def fsync(self, handle: int) -> None:
+        os.fdatasync(handle)
+
+    def truncate(self, handle: int, size: int) -> None:
+        os.ftruncate(handle, size)
+
+    def size(self, handle: int) -> int:
+        return os.fstat(handle).st_size
+
+    def close(self, handle: int) -> None:
+        os.close(handle)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def fsync_dir(self, directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def free_bytes(self, directory: str) -> int:
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize
+
+
+@dataclass(slots=True, eq=False)
+class _Inode:
+    data: bytearray = field(default_factory=bytearray)
+    durable: bytes = b""
+
+
+@dataclass(slots=True, eq=False)
+class _MemHandle:
+    inode: _Inode
+    path: str
+    closed: bool = False
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath(path)
+
+
+class MemFs:
+    """An in-memory disk with a crash model; see the module docstring."""
+
+    def __init__(self, capacity_size: int = 1 << 40) -> None:
+        self.capacity_size = capacity_size
+        self.fsync_error: OSError | None = None   # raised by fsync/fsync_dir while set
+        self._dirs: set[str] = set()
+        self._entries: dict[str, _Inode] = {}
+        self._durable_entries: dict[str, _Inode] = {}
+        self.fsync_count = 0
+
+    # --- directories -------------------------------------------------------------------------
+    def makedirs(self, directory: str) -> None:
+        d = _norm(directory)
+        # Directories are durable at once: the WAL's own directory predates the log.
+        while d not in ("/", ".", "") and d not in self._dirs:
+            self._dirs.add(d)
+            d = posixpath.dirname(d)
+
+    def _check_dir(self, directory: str) -> str:
+        d = _norm(directory)
+        if d not in self._dirs:
+            raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
+        return d
+
+    def list(self, directory: str) -> list[str]:
+        d = self._check_dir(directory)
+        return sorted(posixpath.basename(p) for p in self._entries if posixpath.dirname(p) == d)
+
+    def exists(self, path: str) -> bool:
+        p = _norm(path)
+        return p in self._entries or p in self._dirs
+
+    def fsync_dir(self, directory: str) -> None:
+        d = self._check_dir(directory)
+        self._raise_injected()
+        for p in [p for p in self._durable_entries if posixpath.dirname(p) == d]:
+            del self._durable_entries[p]
+        for p, inode in self._entries.items():
+            if posixpath.dirname(p) == d:
+                self._durable_entries[p] = inode
+
+    def free_bytes(self, directory: str) -> int:
+        self._check_dir(directory)
+        return max(0, self.capacity_size - self._used_size())
+
+    def _used_size(self) -> int:
+        inodes = {id(i): i for i in self._entries.values()}
+        return sum(len(i.data) for i in inodes.values())
+
+    # --- files -------------------------------------------------------------------------------
+    def open(self, path: str, *, create: bool = False) -> _MemHandle:
+        p = _norm(path)
+        self._check_dir(posixpath.dirname(p))
+        if create:
+            if p in self._entries:
+                raise FileExistsError(errno.EEXIST, "file exists", path)
+            self._entries[p] = _Inode()
+        elif p not in self._entries:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return _MemHandle(self._entries[p], p)
+
+    def append(self, handle: _MemHandle, data: bytes) -> None:
+        assert not handle.closed
+        if self._used_size() + len(data) > self.capacity_size:
+            raise OSError(errno.ENOSPC, "no space left on device")
+        handle.inode.data += data
+
+    def fsync(self, handle: _MemHandle) -> None:
+        assert not handle.closed
+        self._raise_injected()
+        self.fsync_count += 1
+        handle.inode.durable = bytes(handle.inode.data)
+
+    def truncate(self, handle: _MemHandle, size: int) -> None:
+        assert not handle.closed
+        assert 0 <= size
+        del handle.inode.data[size:]
+
+    def size(self, handle: _MemHandle) -> int:
+        return len(handle.inode.data)
+
+    def close(self, handle: _MemHandle) -> None:
+        handle.closed = True
+
+    def read(self, path: str) -> bytes:
+        p = _norm(path)
+        if p not in self._entries:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return bytes(self._entries[p].data)
+
+    def remove(self, path: str) -> None:
+        p = _norm(path)
+        if p not in self._entries:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        del self._entries[p]
+
+    def rename(self, src: str, dst: str) -> None:
+        s, d = _norm(src), _norm(dst)
+        if s not in self._entries:
+            raise FileNotFoundError(errno.ENOENT, "no such file", src)
+        self._check_dir(posixpath.dirname(d))
+        self._entries[d] = self._entries.pop(s)
+
+    def _raise_injected(self) -> None:
+        if self.fsync_error is not None:
+            raise self.fsync_error
+
+    # --- test helpers ------------------------------------------------------------------------
+    def write_raw(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace a file's content (tests: damage a byte); durable by default."""
+        p = _norm(path)
+        inode = self._entries[p]
+        inode.data = bytearray(data)
+        if durable:
+            inode.durable = bytes(data)
+
+    def crash(self, rng: random.Random) -> None:
+        """Power loss: keep durable names and bytes; non-durable tails may partly survive."""
+        self._entries = dict(self._durable_entries)
+        seen: set[int] = set()
+        for p in sorted(self._entries):
+            inode = self._entries[p]
+            if id(inode) in seen:
+                continue
+            seen.add(id(inode))
+            image = _crash_image(inode, rng)
+            inode.data = bytearray(image)
+            inode.durable = image
+
+
+def _crash_image(inode: _Inode, rng: random.Random) -> bytes:
+    durable = inode.durable
+    data = bytes(inode.data)
+    if data == durable:
+        return durable
+    if not data.startswith(durable):
+        # A truncate that was never fsynced: either outcome is possible.
+        return durable if rng.random() < 0.5 else data
+    pending_start = len(durable)
+    mode = rng.randrange(4)
+    if mode == 0:                                  # nothing of the tail reached the disk
+        return durable
+    if mode == 1:                                  # all of it did
+        return data
+    if mode == 2:                                  # a prefix did (in-order writeback)
+        return data[: rng.randint(pending_start, len(data))]
+    # Out-of-order writeback: a random subset of the tail's pages; holes read as zeros.
+    image = bytearray(data)
+    first_page = pending_start // PAGE_SIZE
+    last_page = (len(data) - 1) // PAGE_SIZE
+    kept_end = pending_start
+    for page in range(first_page, last_page + 1):
+        lo = max(page * PAGE_SIZE, pending_start)
+        hi = min((page + 1) * PAGE_SIZE, len(data))
+        if rng.random() < 0.5:
+            kept_end = hi
+        else:
+            image[lo:hi] = bytes(hi - lo)
+    size_survived = rng.random() < 0.5
+    return bytes(image if size_survived else image[:kept_end])

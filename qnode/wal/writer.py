@@ -1,0 +1,400 @@
+"""Wal: the asyncio shell around SegmentedLog with group commit on one dedicated thread.
+
+What the queue engine uses. The event loop never touches a file or fsync (except `replay()`,
+which reads segments at start-up, before serving): every write, fsync, checkpoint and truncate
+runs on one single-thread executor, which keeps them in order.
+
+Group commit: `append` assigns the LSN at once and queues the record. When no batch is in flight,
+the next loop iteration hands every queued record (up to `batch_size_max` bytes) to the thread as
+one batch: one `write`, one `fdatasync`. Appends that arrive while it is in flight form the next
+batch. Waiters (`sync(lsn)`) sit in a heap by LSN and are woken, on the loop, by the completion
+of the fsync that covers them; `on_durable` callbacks run after every fsync.
+
+Invariants:
+- durable_lsn <= last submitted LSN <= last_lsn; LSNs are handed out consecutively.
+- pending (appended, not yet durable) bytes <= pending_size_max: appends beyond it raise
+  WalBackpressure (code BUSY); appends while free space minus pending is below the reserve raise
+  DiskFull. Both are checked before the LSN is assigned, so a refused append leaves no trace.
+- At most one job runs on the thread at a time; a failed job (EIO, ENOSPC) fails the WAL: every
+  waiter gets WalFailed, and every later call raises it. There is no retry after a failed fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from qnode import limits
+from qnode.protocol.errors import DiskFull, InvalidParameter, ShuttingDown
+from qnode.wal.errors import WalBackpressure, WalFailed
+from qnode.wal.fs import FileSystem, RealFs
+from qnode.wal.log import SegmentedLog
+from qnode.wal.record import BATCH_RECORD_SIZE, HEADER_SIZE, KIND_MAX, KIND_USER_MIN, Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WalConfig:
+    cluster_id: int = 0
+    node_id: int = 0
+    segment_size_max: int = limits.wal_segment_size_max     # roll beyond this
+    batch_size_max: int = limits.wal_batch_size_max         # bytes per write+fdatasync
+    pending_size_max: int = limits.wal_pending_size_max     # appended, not durable: then Busy
+    disk_reserve_size: int = limits.wal_disk_reserve_size   # free space kept: then DiskFull
+    fsync: bool = True    # False only for tests/benchmarks that say so: nothing is durable
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.batch_size_max < limits.wal_record_size_max + BATCH_RECORD_SIZE + HEADER_SIZE:
+            problems.append("batch_size_max must hold the largest record")
+        if self.segment_size_max < self.batch_size_max:
+            problems.append("segment_size_max must be >= batch_size_max")
+        if self.pending_size_max < self.batch_size_max:
+            problems.append("pending_size_max must be >= batch_size_max")
+        if self.disk_reserve_size < 0:
+            problems.append("disk_reserve_size must be >= 0")
+        return problems
+
+
+class Wal:
+    """See the module docstring. Build with `await Wal.open(directory, config)`."""
+
+    def __init__(self, seglog: SegmentedLog, config: WalConfig, executor: ThreadPoolExecutor,
+                 loop: asyncio.AbstractEventLoop, free_bytes: int) -> None:
+        self._log = seglog
+        self._config = config
+        self._executor = executor
+        self._loop = loop
+        self._last_lsn = seglog.last_lsn          # last LSN handed out
+        self._durable_lsn = seglog.durable_lsn
+        self._pending: list[tuple[int, bytes]] = []   # queued, not yet handed to the thread
+        self._pending_groups: list[int] = []      # sizes (records) of append_many groups, in order
+        self._pending_size = 0                    # bytes appended and not yet durable
+        self._queued_size = 0                     # bytes in self._pending
+        self._inflight: asyncio.Future | None = None
+        self._kick_scheduled = False
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []   # (lsn, seq, future) heap
+        self._waiter_seq = 0
+        self._callbacks: list[Callable[[int], None]] = []
+        self._free_bytes = free_bytes
+        self._failed: WalFailed | None = None
+        self._closing = False
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fsyncs = 0
+        self._batches = 0
+        self._records = 0
+        self._bytes = 0
+
+    @classmethod
+    async def open(cls, directory: str | Path, config: WalConfig,
+                   fs: FileSystem | None = None) -> Wal:
+        """Open the WAL in `directory`, running recovery on the WAL thread.
+
+        Raises WalCorruption (refuses to open), InvalidParameter for a bad config, OSError.
+        """
+        problems = config.validate()
+        if problems:
+            raise InvalidParameter("invalid wal config: " + "; ".join(problems))
+        fs = fs if fs is not None else RealFs()
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qnode-wal")
+
+        def _open() -> tuple[SegmentedLog, int]:
+            seglog = SegmentedLog.open(fs, os.fspath(directory), cluster_id=config.cluster_id,
+                                       node_id=config.node_id,
+                                       segment_size_max=config.segment_size_max,
+                                       fsync=config.fsync)
+            return seglog, seglog.free_bytes()
+
+        try:
+            seglog, free = await loop.run_in_executor(executor, _open)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(seglog, config, executor, loop, free)
+
+    # --- start-up ----------------------------------------------------------------------------
+    @property
+    def checkpoint_payload(self) -> bytes | None:
+        ckpt = self._log.checkpoint
+        return None if ckpt is None else ckpt[1]
+
+    @property
+    def checkpoint_lsn(self) -> int:
+        """LSN the newest checkpoint covers (0 without one)."""
+        return self._log.checkpoint_lsn
+
+    def replay(self) -> Iterator[Record]:
+        """Records after the checkpoint, in LSN order. Call at start-up, before appending."""
+        if self._last_lsn != self._log.last_lsn:
+            raise InvalidParameter("replay() must be called before the first append")
+        return self._log.replay()
+
+    # --- appending ---------------------------------------------------------------------------
+    def append(self, kind: int, body: bytes) -> int:
+        """Queue one record for the next batch; returns its LSN (not yet durable).
+
+        Raises InvalidParameter (bad kind, body not bytes, body > wal_record_size_max),
+        WalBackpressure (pending bytes over pending_size_max), DiskFull (free space below the
+        reserve), WalFailed (the writer failed), ShuttingDown (closing).
+        """
+        if type(kind) is not int or not KIND_USER_MIN <= kind <= KIND_MAX:
+            raise InvalidParameter(f"wal record kind must be {KIND_USER_MIN}..{KIND_MAX}, got {kind!r}")
+        if type(body) is not bytes:
+            raise InvalidParameter(f"wal record body must be bytes, got {type(body).__name__}")
+        size = len(body) + HEADER_SIZE
+        if size - HEADER_SIZE > limits.wal_record_size_max:
+            raise InvalidParameter(f"wal record of {len(body)} bytes exceeds wal_record_size_max "
+                                   f"{limits.wal_record_size_max}")
+        self._admit(size)
+        self._pending.append((kind, body))
+        self._pending_groups.append(1)
+        self._pending_size += size
+        self._queued_size += size
+        self._last_lsn += 1
+        if not self._kick_scheduled and self._inflight is None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+        return self._last_lsn
+
+    def append_many(self, records: list[tuple[int, bytes]]) -> int:
+        """Queue records (kind, body) as one group, all or nothing; returns the last LSN.
+
+        The group goes into a single batch, so a crash keeps all of it or none. Raises as
+        `append`, and InvalidParameter if the group is empty or larger than batch_size_max.
+        """
+        if not records:
+            raise InvalidParameter("append_many needs at least one record")
+        size = 0
+        for kind, body in records:
+            if type(kind) is not int or not KIND_USER_MIN <= kind <= KIND_MAX:
+                raise InvalidParameter(f"wal record kind must be {KIND_USER_MIN}..{KIND_MAX}, got {kind!r}")
+            if type(body) is not bytes:
+                raise InvalidParameter(f"wal record body must be bytes, got {type(body).__name__}")
+            if len(body) > limits.wal_record_size_max:
+                raise InvalidParameter(f"wal record of {len(body)} bytes exceeds "
+                                       f"wal_record_size_max {limits.wal_record_size_max}")
+            size += len(body) + HEADER_SIZE
+        if size + BATCH_RECORD_SIZE > self._config.batch_size_max:
+            raise InvalidParameter(f"append_many of {size} bytes exceeds batch_size_max "
+                                   f"{self._config.batch_size_max}")
+        self._admit(size)
+        self._pending.extend(records)
+        self._pending_groups.append(len(records))
+        self._pending_size += size
+        self._queued_size += size
+        self._last_lsn += len(records)
+        if not self._kick_scheduled and self._inflight is None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+        return self._last_lsn
+
+    def _admit(self, size: int) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._closing:
+            raise ShuttingDown("the wal is closing")
+        if self._pending_size + size > self._config.pending_size_max:
+            raise WalBackpressure(f"{self._pending_size} bytes are waiting for fsync "
+                                  f"(pending_size_max {self._config.pending_size_max})",
+                                  retry_after_ms=10)
+        if self._free_bytes - self._pending_size - size < self._config.disk_reserve_size:
+            raise DiskFull(f"free space {self._free_bytes} bytes minus pending is below the "
+                           f"reserve of {self._config.disk_reserve_size} bytes", retry_after_ms=1000)
+
+    # --- durability --------------------------------------------------------------------------
+    @property
+    def durable_lsn(self) -> int:
+        return self._durable_lsn
+
+    @property
+    def last_lsn(self) -> int:
+        return self._last_lsn
+
+    async def sync(self, lsn: int) -> None:
+        """Return once durable_lsn >= lsn (at once if it already is).
+
+        Raises WalFailed if the writer failed first, InvalidParameter if lsn > last_lsn.
+        """
+        if lsn <= self._durable_lsn:
+            return
+        if self._failed is not None:
+            raise self._failed
+        if lsn > self._last_lsn:
+            raise InvalidParameter(f"lsn {lsn} was never appended (last lsn {self._last_lsn})")
+        fut = self._loop.create_future()
+        self._waiter_seq += 1
+        heapq.heappush(self._waiters, (lsn, self._waiter_seq, fut))
+        await fut
+
+    def on_durable(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(durable_lsn)` on the loop after every fsync that advanced it."""
+        self._callbacks.append(callback)
+
+    def _kick(self) -> None:
+        """Hand the queued records to the thread as one batch, unless a job is in flight."""
+        self._kick_scheduled = False
+        if self._inflight is not None or not self._pending or self._failed is not None:
+            return
+        take_count, take_size = self._take_batch()
+        batch = self._pending[:take_count]
+        del self._pending[:take_count]
+        self._queued_size -= take_size
+        expected_last = self._last_lsn - len(self._pending)
+        self._batches += 1
+        self._records += take_count
+        self._bytes += take_size
+        self._idle.clear()
+        self._inflight = self._loop.run_in_executor(self._executor, self._write_and_sync, batch,
+                                                    expected_last, take_size)
+        self._inflight.add_done_callback(self._on_batch_done)
+
+    def _take_batch(self) -> tuple[int, int]:
+        """(records, bytes) of the next batch: whole groups up to batch_size_max (at least one)."""
+        limit = self._config.batch_size_max - BATCH_RECORD_SIZE
+        if self._queued_size <= limit:
+            self._pending_groups.clear()
+            return len(self._pending), self._queued_size
+        count = size = groups = 0
+        for group in self._pending_groups:
+            group_size = sum(len(body) + HEADER_SIZE
+                             for _, body in self._pending[count:count + group])
+            if groups and size + group_size > limit:
+                break
+            count += group
+            size += group_size
+            groups += 1
+        del self._pending_groups[:groups]
+        return count, size
+
+    def _write_and_sync(self, batch: list[tuple[int, bytes]], expected_last: int,
+                        size: int) -> tuple[int, int, int]:
+        """On the WAL thread: one write, one fdatasync. Returns (durable lsn, size, free bytes)."""
+        last = self._log.write_validated(batch)
+        assert last == expected_last, (last, expected_last)
+        durable = self._log.sync()
+        return durable, size, self._log.free_bytes()
+
+    def _on_batch_done(self, fut: asyncio.Future) -> None:
+        self._inflight = None
+        if fut.cancelled():
+            self._fail(WalFailed("the wal batch was cancelled"))
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("wal: write or fsync failed; the wal accepts nothing more", exc_info=exc)
+            self._fail(WalFailed(f"wal write or fsync failed: {exc!r}"))
+            return
+        durable, size, free = fut.result()
+        self._fsyncs += 1
+        self._pending_size -= size
+        self._free_bytes = free
+        self._advance(durable)
+        if self._pending:
+            self._kick()
+        else:
+            self._idle.set()
+
+    def _advance(self, durable: int) -> None:
+        assert durable >= self._durable_lsn, (durable, self._durable_lsn)
+        self._durable_lsn = durable
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
+        for callback in self._callbacks:
+            try:
+                callback(durable)
+            except Exception:   # a buggy callback must not stall the WAL; it is logged loudly
+                log.exception("wal: on_durable callback raised")
+
+    def _fail(self, error: WalFailed) -> None:
+        self._failed = error
+        self._idle.set()
+        waiters, self._waiters = self._waiters, []
+        for _, _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+
+    # --- maintenance -------------------------------------------------------------------------
+    async def _run_exclusive(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on the WAL thread once no batch is in flight and nothing is queued."""
+        while True:
+            if self._failed is not None:
+                raise self._failed
+            if self._inflight is None and not self._pending:
+                break
+            await self._idle.wait()
+            if self._inflight is None and self._pending:
+                self._kick()
+        try:
+            return await self._loop.run_in_executor(self._executor, fn)
+        except OSError as e:
+            log.error("wal: maintenance I/O failed; the wal accepts nothing more", exc_info=e)
+            self._fail(WalFailed(f"wal I/O failed: {e!r}"))
+            raise self._failed from e
+
+    async def checkpoint(self, lsn: int, payload: bytes | Iterable[bytes]) -> None:
+        """Durably store the engine state as of `lsn` and retire the segments it covers.
+
+        Waits for sync(lsn) first. An iterable payload is consumed on the WAL thread: pass
+        chunks of an immutable snapshot, never a generator over state the loop mutates.
+        Raises InvalidParameter (lsn below the current checkpoint or above last_lsn), WalFailed.
+        """
+        if lsn < self._log.checkpoint_lsn or lsn > self._last_lsn:
+            raise InvalidParameter(f"checkpoint lsn {lsn} must be in "
+                                   f"{self._log.checkpoint_lsn}..{self._last_lsn}")
+        await self.sync(lsn)
+        # The single WAL thread orders this after the batch that made lsn durable; batches
+        # queued behind it simply wait.
+        try:
+            await self._loop.run_in_executor(self._executor, self._log.write_checkpoint, lsn, payload)
+        except OSError as e:
+            log.error("wal: checkpoint I/O failed; the wal accepts nothing more", exc_info=e)
+            self._fail(WalFailed(f"wal checkpoint I/O failed: {e!r}"))
+            raise self._failed from e
+
+    async def truncate_after(self, lsn: int) -> None:
+        """Flush, then durably drop every record with LSN > lsn (Raft suffix truncation)."""
+        await self.sync(self._last_lsn)
+        await self._run_exclusive(lambda: self._log.truncate_after(lsn))
+        self._last_lsn = self._log.last_lsn
+        self._durable_lsn = self._log.durable_lsn
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "fsyncs": self._fsyncs,
+            "batches": self._batches,
+            "records": self._records,
+            "bytes": self._bytes,
+            "batch_records_avg": self._records / self._batches if self._batches else 0.0,
+            "pending_size": self._pending_size,
+            "durable_lsn": self._durable_lsn,
+            "last_lsn": self._last_lsn,
+            "segments": self._log.segment_count,
+            "free_bytes": self._free_bytes,
+        }
+
+    async def close(self) -> None:
+        """Refuse new appends, flush and fsync what was appended, stop the thread."""
+        if self._closed:
+            return
+        self._closing = True
+        try:
+            if self._failed is None and self._last_lsn > self._durable_lsn:
+                await self.sync(self._last_lsn)
+            if self._failed is None:
+                await self._run_exclusive(self._log.close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)
