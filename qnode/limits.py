@@ -72,3 +72,17 @@ assert inflight_requests_per_connection_low < inflight_requests_per_connection_m
 assert outbound_pending_size_high < outbound_pending_size_max
 assert retention_ms_min <= retention_ms_default <= retention_ms_max
 assert msgpack_bin_len_max <= frame_size_max
+
+# --- binary protocol server and client (owner: protocol/frontend/client engineer) -------------
+subscriptions_per_connection_max = 64     # push subscriptions on one connection before OverLimit
+push_prefetch_max = 1_000                 # credits one push subscription may hold
+request_id_length_max = 128               # a client request id is a short token (uuid4 hex)
+client_connect_timeout_ms = 5_000         # one TCP connect + HELLO attempt of the client
+client_request_timeout_ms = 30_000        # default deadline of one client call (long polls add wait)
+client_long_poll_margin_ms = 5_000        # the client times a long poll out only after wait + this
+client_attempts_max = 5                   # tries of one call across reconnects before giving up
+client_backoff_base_ms = 50               # first reconnect backoff; doubles per attempt, jittered
+client_backoff_max_ms = 2_000             # cap of one backoff sleep
+client_auto_extend_max_ms = visibility_timeout_ms_max   # auto_extend never holds a message longer
+assert push_prefetch_max >= 1
+assert client_backoff_base_ms <= client_backoff_max_ms

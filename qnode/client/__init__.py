@@ -1,0 +1,6 @@
+"""The embedded Python client: `Client` (asyncio) and `SyncClient` (blocking)."""
+
+from qnode.client.client import Client, Consumption, Message, Queue, Sent
+from qnode.client.sync import SyncClient, SyncMessage, SyncQueue
+
+__all__ = ["Client", "Consumption", "Message", "Queue", "Sent", "SyncClient", "SyncMessage", "SyncQueue"]

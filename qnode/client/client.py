@@ -1,0 +1,629 @@
+"""The embedded asyncio client: `qnode.Client`, its `Queue` handles and received `Message`s.
+
+Owns: address selection and failover, reconnect with exponential backoff and jitter (from an
+injected `random.Random`, at most `attempts_max` tries per call), a request id on every mutating
+call (the same id on every retry, so the server's request cache applies it once), per-call
+deadlines (computed once per call; a long poll gets `wait` on top), conversion of user values
+(seconds, Python types) at the edge, and push consumption with credit and optional
+visibility auto-extension.
+
+Errors are the typed `qnode.protocol.errors` classes. When no node answers, calls raise
+`Unavailable` with a one-line message naming the addresses tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+
+from qnode import limits
+from qnode.client import values
+from qnode.client.connection import ClientConnection, ConnectionLost
+from qnode.frontend.api import MessageAttribute
+from qnode.protocol import payloads
+from qnode.protocol.errors import (
+    ErrorCode, InvalidParameter, QnodeError, RequestTimeout, Unavailable,
+)
+from qnode.protocol.framing import FrameLimits
+from qnode.protocol.ops import MUTATING_OPS
+
+log = logging.getLogger(__name__)
+
+# Codes a call is retried on (with the same request id): the request did not run, or running
+# it again is safe because of the request id.
+RETRY_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER,
+                         ErrorCode.BUSY, ErrorCode.THROTTLED})
+# Codes after which the next try goes to another node.
+SWITCH_NODE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER})
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidParameter(f"address {address!r} must be HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The result of one send: `.id` is the message id."""
+
+    id: str
+    md5_body: str
+    md5_attributes: str | None = None
+    sequence_number: str | None = None
+    entry_id: str | None = None
+    duplicate: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """A received message. `attributes` are plain values (str, int/float, bytes);
+    `raw_attributes` keep the SQS data types; `system` holds SQS system attributes."""
+
+    id: str
+    body: bytes
+    attributes: dict[str, Any]
+    system: dict[str, str]
+    receipt: str | None
+    md5_body: str
+    raw_attributes: dict[str, MessageAttribute]
+    queue: "Queue | None" = field(default=None, repr=False)
+    _subscription: Any = field(default=None, repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    def _require(self) -> "Queue":
+        if self.queue is None or self.receipt is None:
+            raise InvalidParameter("this message has no receipt (peeked messages cannot be settled)")
+        return self.queue
+
+    async def delete(self) -> None:
+        """Ack: delete the message from its queue."""
+        q = self._require()
+        args: dict[str, Any] = {"queue": q.name, "receipts": [self.receipt]}
+        self._attach_subscription(args)
+        result = await q.client._call("delete", args)
+        self._settled = True
+        err = payloads.outcome_from_wire(result["results"][0])
+        if err is not None:
+            raise err
+
+    async def change_visibility(self, visibility_timeout: float) -> None:
+        q = self._require()
+        ms = values.seconds_to_ms(visibility_timeout, "visibility_timeout")
+        result = await q.client._call("change_visibility", {"queue": q.name, "items": [[self.receipt, ms]]})
+        err = payloads.outcome_from_wire(result["results"][0])
+        if err is not None:
+            raise err
+
+    async def nack(self, delay: float | None = None, reason: str | None = None) -> None:
+        """Give the message back now, or after `delay` seconds (None: the queue's backoff)."""
+        q = self._require()
+        args: dict[str, Any] = {"queue": q.name, "receipt": self.receipt}
+        if delay is not None:
+            args["delay_ms"] = values.seconds_to_ms(delay, "delay")
+        if reason is not None:
+            args["reason"] = reason
+        self._attach_subscription(args)
+        await q.client._call("nack", args)
+        self._settled = True
+
+    def _attach_subscription(self, args: dict) -> None:
+        sub = self._subscription
+        if sub is not None and not self._settled:
+            sub.on_settle(self)
+            if sub.conn is not None and sub.conn is sub.client._conn and sub.conn.is_open:
+                args["subscription"] = sub.sid
+
+
+def _message(d: Mapping, queue: "Queue | None", subscription: Any = None) -> Message:
+    m = payloads.received_from_wire(d)
+    return Message(m.message_id, m.body,
+                   {k: values.from_message_attribute(a) for k, a in m.attributes.items()},
+                   dict(m.system), m.receipt, m.md5_body, dict(m.attributes), queue, subscription)
+
+
+def _sent(r: Any) -> Sent | QnodeError:
+    if isinstance(r, QnodeError):
+        return r
+    return Sent(r.message_id, r.md5_body, r.md5_attributes, r.sequence_number, r.entry_id, r.duplicate)
+
+
+class Queue:
+    """A handle on one queue (no state on the server until you call it)."""
+
+    def __init__(self, client: "Client", name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    # --- send ------------------------------------------------------------------------------
+    def _entry(self, item: Any, index: int) -> dict:
+        if isinstance(item, Mapping):
+            known = {"body", "delay", "attributes", "group_id", "dedup_id", "deliver_at", "id"}
+            extra = set(item) - known
+            if extra:
+                raise InvalidParameter(f"unknown send entry keys: {sorted(extra)}")
+            spec = dict(item)
+        else:
+            spec = {"body": item}
+        entry: dict[str, Any] = {"body": values.body_bytes(spec.get("body")),
+                                 "entry_id": str(spec.get("id", index))}
+        if spec.get("delay") is not None:
+            entry["delay_ms"] = values.seconds_to_ms(spec["delay"], "delay")
+        attrs = values.message_attributes(spec.get("attributes"))
+        if attrs:
+            entry["attributes"] = payloads.attributes_to_wire(attrs)
+        for key in ("group_id", "dedup_id"):
+            if spec.get(key) is not None:
+                entry[key] = spec[key]
+        at = values.deliver_at_ms(spec.get("deliver_at"))
+        if at is not None:
+            entry["deliver_at_ms"] = at
+        return entry
+
+    async def send(self, body: bytes | str, *, delay: float | None = None,
+                   attributes: Mapping[str, Any] | None = None, group_id: str | None = None,
+                   dedup_id: str | None = None, deliver_at: Any = None) -> Sent:
+        """Send one message; returns `Sent` (`.id`). `delay=None` uses the queue's DelaySeconds."""
+        entry = self._entry({"body": body, "delay": delay, "attributes": attributes,
+                             "group_id": group_id, "dedup_id": dedup_id, "deliver_at": deliver_at}, 0)
+        result = await self.client._call("send", {"queue": self.name, "entries": [entry]})
+        r = _sent(payloads.send_result_from_wire(result["results"][0]))
+        if isinstance(r, QnodeError):
+            raise r
+        return r
+
+    async def send_batch(self, items: Iterable[Any]) -> list[Sent | QnodeError]:
+        """Send many messages (bytes/str, or dicts with body/delay/attributes/group_id/
+        dedup_id/deliver_at/id), 10 per request. A failed entry is a QnodeError in its slot."""
+        entries = [self._entry(item, i) for i, item in enumerate(items)]
+        if not entries:
+            raise InvalidParameter("send_batch needs at least one message")
+        out: list[Sent | QnodeError] = []
+        step = limits.batch_entries_count_max
+        for start in range(0, len(entries), step):
+            chunk = entries[start:start + step]
+            result = await self.client._call("send", {"queue": self.name, "entries": chunk})
+            out.extend(_sent(payloads.send_result_from_wire(r)) for r in result["results"])
+        return out
+
+    # --- receive ---------------------------------------------------------------------------
+    async def receive(self, max_messages: int = 10, wait: float | None = 20,
+                      visibility_timeout: float | None = None, delete: bool = False,
+                      attempt_id: str | None = None) -> list[Message]:
+        """Long poll up to `wait` seconds (None: the queue's ReceiveMessageWaitTimeSeconds).
+        `delete=True` is at-most-once: the messages are deleted by the receive itself."""
+        args: dict[str, Any] = {"queue": self.name, "max_count": max_messages, "delete": delete}
+        wait_ms = values.opt_seconds_to_ms(wait, "wait")
+        if wait_ms is not None:
+            args["wait_ms"] = wait_ms
+        vt = values.opt_seconds_to_ms(visibility_timeout, "visibility_timeout")
+        if vt is not None:
+            args["visibility_timeout_ms"] = vt
+        if attempt_id is not None:
+            args["attempt_id"] = attempt_id
+        extra_s = (wait_ms if wait_ms is not None else limits.wait_ms_max) / 1000
+        result = await self.client._call("receive", args, extra_s=extra_s)
+        return [_message(d, self) for d in result["messages"]]
+
+    async def peek(self, n: int = 10) -> list[Message]:
+        result = await self.client._call("peek", {"queue": self.name, "max_count": n})
+        return [_message(d, None) for d in result["messages"]]
+
+    async def delete_batch(self, msgs: Sequence[Message | str]) -> list[QnodeError | None]:
+        """Delete many (messages or receipts), 10 per request; None in a slot means deleted."""
+        receipts = [m if isinstance(m, str) else m.receipt for m in msgs]
+        out: list[QnodeError | None] = []
+        step = limits.batch_entries_count_max
+        for start in range(0, len(receipts), step):
+            result = await self.client._call(
+                "delete", {"queue": self.name, "receipts": receipts[start:start + step]})
+            out.extend(payloads.outcome_from_wire(r) for r in result["results"])
+        for m in msgs:
+            if isinstance(m, Message):
+                if m._subscription is not None and not m._settled:
+                    m._subscription.on_settle(m)
+                    m._subscription.credit_later(1)
+                m._settled = True
+        return out
+
+    async def change_visibility_batch(self, msgs: Sequence[Message | str],
+                                      visibility_timeout: float) -> list[QnodeError | None]:
+        ms = values.seconds_to_ms(visibility_timeout, "visibility_timeout")
+        receipts = [m if isinstance(m, str) else m.receipt for m in msgs]
+        out: list[QnodeError | None] = []
+        step = limits.batch_entries_count_max
+        for start in range(0, len(receipts), step):
+            items = [[r, ms] for r in receipts[start:start + step]]
+            result = await self.client._call("change_visibility", {"queue": self.name, "items": items})
+            out.extend(payloads.outcome_from_wire(r) for r in result["results"])
+        return out
+
+    async def cancel_scheduled(self, message_id: str) -> None:
+        await self.client._call("cancel_scheduled", {"queue": self.name, "message_id": message_id})
+
+    # --- queue management ------------------------------------------------------------------
+    async def purge(self) -> None:
+        await self.client._call("purge_queue", {"queue": self.name})
+
+    async def attributes(self, *names: str) -> dict[str, str]:
+        args: dict[str, Any] = {"queue": self.name}
+        if names:
+            args["names"] = list(names)
+        return (await self.client._call("get_queue_attributes", args))["attributes"]
+
+    async def set_attributes(self, attributes: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        attrs = values.queue_attributes(kwargs, attributes)
+        await self.client._call("set_queue_attributes", {"queue": self.name, "attributes": attrs})
+
+    async def tag(self, **tags: str) -> None:
+        await self.client._call("tag_queue", {"queue": self.name, "tags": dict(tags)})
+
+    async def untag(self, *keys: str) -> None:
+        await self.client._call("untag_queue", {"queue": self.name, "keys": list(keys)})
+
+    async def tags(self) -> dict[str, str]:
+        return (await self.client._call("list_queue_tags", {"queue": self.name}))["tags"]
+
+    async def delete_queue(self) -> None:
+        await self.client.delete_queue(self.name)
+
+    async def dead_letter_source_queues(self) -> list[str]:
+        return (await self.client._call("list_dead_letter_source_queues", {"queue": self.name}))["queues"]
+
+    # --- push ------------------------------------------------------------------------------
+    def consume(self, prefetch: int = 100, visibility_timeout: float | None = None,
+                auto_extend: bool = False) -> "Consumption":
+        """Push consumption: `async for msg in q.consume(): ...; await msg.delete()`.
+
+        At most `prefetch` messages are delivered and not yet settled (deleted or nacked).
+        With `auto_extend=True`, the client keeps extending the visibility of every message it
+        delivered until it is settled (capped at 12 h). Reconnects and resubscribes after a lost
+        connection (messages in flight then return to the queue)."""
+        if not 1 <= prefetch <= limits.push_prefetch_max:
+            raise InvalidParameter(f"prefetch must be in 1..{limits.push_prefetch_max}")
+        return Consumption(self, prefetch, values.opt_seconds_to_ms(visibility_timeout, "visibility_timeout"),
+                           auto_extend)
+
+
+class Consumption:
+    """An async iterator over pushed messages; `aclose()` (or leaving `async with`) ends it."""
+
+    def __init__(self, queue: Queue, prefetch: int, visibility_timeout_ms: int | None,
+                 auto_extend: bool) -> None:
+        self.queue = queue
+        self.client = queue.client
+        self.prefetch = prefetch
+        self.visibility_timeout_ms = visibility_timeout_ms
+        self.auto_extend = auto_extend
+        self.conn: ClientConnection | None = None
+        self.sid: int | None = None
+        self._buf = None
+        self._closed = False
+        self._extenders: dict[Message, asyncio.Task] = {}
+        self._pending_credit = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def __aiter__(self) -> "Consumption":
+        return self
+
+    async def __aenter__(self) -> "Consumption":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def _subscribe(self) -> None:
+        args: dict[str, Any] = {"queue": self.queue.name, "prefetch": self.prefetch}
+        if self.visibility_timeout_ms is not None:
+            args["visibility_timeout_ms"] = self.visibility_timeout_ms
+        capacity = self.prefetch + 16
+        conn, result = await self.client._call_with_conn("subscribe", args, push_capacity=capacity)
+        self.conn = conn
+        self.sid = result["subscription"]
+        self._buf = conn.open_push_buffer(self.sid, capacity)
+        self._pending_credit = 0
+
+    async def __anext__(self) -> Message:
+        attempts = 0
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._buf is None:
+                await self._subscribe()
+            assert self._buf is not None
+            d = await self._buf.get()
+            if d is not None:
+                msg = _message(d, self.queue, self)
+                if self.auto_extend and msg.receipt is not None:
+                    self._start_extender(msg)
+                return msg
+            # The subscription ended (connection lost or the server ended it): resubscribe.
+            error = self._buf.end_error
+            self._buf = None
+            self.conn = None
+            self._stop_extenders()
+            if self._closed:
+                raise StopAsyncIteration
+            attempts += 1
+            if error is not None and (error.code not in RETRY_CODES or attempts >= self.client.attempts_max):
+                raise error
+            await self.client._backoff(attempts, None)
+
+    def on_settle(self, msg: Message) -> None:
+        task = self._extenders.pop(msg, None)
+        if task is not None:
+            task.cancel()
+
+    def credit_later(self, count: int) -> None:
+        """Give credit back for messages settled without the subscription attached."""
+        if self.conn is None or self.sid is None or not self.conn.is_open:
+            return
+        try:
+            fut = self.conn.request("credit", {"subscription": self.sid, "count": count})
+        except QnodeError:
+            return
+        fut.add_done_callback(_consume_result)
+
+    def _start_extender(self, msg: Message) -> None:
+        task = asyncio.get_running_loop().create_task(self._extend(msg))
+        self._extenders[msg] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _extend(self, msg: Message) -> None:
+        vt_ms = self.visibility_timeout_ms or await self._queue_visibility_ms()
+        vt_ms = max(vt_ms, 1_000)
+        held_ms = 0
+        while held_ms < limits.client_auto_extend_max_ms:
+            await asyncio.sleep(vt_ms / 2000)
+            held_ms += vt_ms // 2
+            try:
+                await msg.change_visibility(vt_ms / 1000)
+            except QnodeError as exc:
+                log.debug("auto-extend stopped", extra={"code": int(exc.code)})
+                return
+
+    async def _queue_visibility_ms(self) -> int:
+        try:
+            attrs = await self.queue.attributes("VisibilityTimeout")
+            return int(float(attrs.get("VisibilityTimeout", "30")) * 1000)
+        except (QnodeError, ValueError):
+            return limits.visibility_timeout_ms_default
+
+    def _stop_extenders(self) -> None:
+        for task in self._extenders.values():
+            task.cancel()
+        self._extenders.clear()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_extenders()
+        conn, sid = self.conn, self.sid
+        if self._buf is not None:
+            self._buf.end(None)
+        if conn is not None and sid is not None and conn.is_open:
+            try:
+                fut = conn.request("unsubscribe", {"subscription": sid})
+                async with asyncio.timeout(self.client.request_timeout_ms / 1000):
+                    await fut
+            except (QnodeError, TimeoutError):
+                pass    # the server closes the subscription with the connection anyway
+            conn.close_push_buffer(sid)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+
+def _consume_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Client:
+    """`async with qnode.Client(["127.0.0.1:7700"]) as c: q = await c.create_queue("jobs")`."""
+
+    def __init__(self, addresses: Sequence[str] | str = ("127.0.0.1:7700",), *,
+                 connect_timeout: float = limits.client_connect_timeout_ms / 1000,
+                 request_timeout: float = limits.client_request_timeout_ms / 1000,
+                 attempts_max: int = limits.client_attempts_max,
+                 backoff_base: float = limits.client_backoff_base_ms / 1000,
+                 backoff_max: float = limits.client_backoff_max_ms / 1000,
+                 rng: random.Random | None = None, client_name: str = "qnode-python",
+                 frame_size_max: int = limits.frame_size_max) -> None:
+        if isinstance(addresses, str):
+            addresses = [a for a in addresses.split(",") if a]
+        if not addresses:
+            raise InvalidParameter("at least one address is required")
+        if attempts_max < 1:
+            raise InvalidParameter("attempts_max must be at least 1")
+        self.addresses = [_parse_address(a) for a in addresses]
+        self.connect_timeout_ms = values.seconds_to_ms(connect_timeout, "connect_timeout")
+        self.request_timeout_ms = values.seconds_to_ms(request_timeout, "request_timeout")
+        self.attempts_max = attempts_max
+        self.backoff_base_ms = values.seconds_to_ms(backoff_base, "backoff_base")
+        self.backoff_max_ms = values.seconds_to_ms(backoff_max, "backoff_max")
+        self._rng = rng or random.Random()
+        self._client_name = client_name
+        self._frame_limits = FrameLimits(frame_size_max=frame_size_max)
+        self._conn: ClientConnection | None = None
+        self._index = 0
+        self._connect_lock: asyncio.Lock | None = None
+        self._closed = False
+        self.server_info: dict = {}
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
+
+    @property
+    def connected_address(self) -> str | None:
+        conn = self._conn
+        return conn.address if conn is not None and conn.is_open else None
+
+    # --- connection management -------------------------------------------------------------
+    async def connect(self) -> dict:
+        """Connect now (calls connect lazily otherwise); returns the server's HELLO info."""
+        loop = asyncio.get_running_loop()
+        await self._connection(loop.time() + self.connect_timeout_ms / 1000 * len(self.addresses))
+        return self.server_info
+
+    async def _connection(self, deadline: float) -> ClientConnection:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
+        if self._closed:
+            raise Unavailable("the client is closed")
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and conn.is_open:
+                return conn
+            return await self._connect_any(deadline)
+
+    async def _connect_any(self, deadline: float) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        last: BaseException | None = None
+        n = len(self.addresses)
+        for i in range(n):
+            index = (self._index + i) % n
+            host, port = self.addresses[index]
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(min(remaining, self.connect_timeout_ms / 1000)):
+                    conn = await ClientConnection.open(host, port, frame_limits=self._frame_limits,
+                                                       client_name=self._client_name)
+            except (OSError, TimeoutError, QnodeError) as exc:
+                last = exc
+                continue
+            self._index = index
+            self._conn = conn
+            self.server_info = conn.server_info
+            return conn
+        tried = ", ".join(f"{h}:{p}" for h, p in self.addresses)
+        why = f"{type(last).__name__}: {last}" if last is not None else "deadline passed"
+        why = " ".join(why.split())
+        raise Unavailable(f"no qnode node answered at {tried} (last error: {why})")
+
+    def _drop(self, conn: ClientConnection | None) -> None:
+        """Stop using `conn`; the next try starts at the next address."""
+        if conn is not None and self._conn is conn:
+            self._conn = None
+            conn.close()
+            self._index = (self._index + 1) % len(self.addresses)
+
+    async def _backoff(self, attempt: int, deadline: float | None, retry_after_ms: int | None = None) -> None:
+        ms = min(self.backoff_max_ms, self.backoff_base_ms * (2 ** (attempt - 1)))
+        ms = ms * (0.5 + self._rng.random() / 2)          # jitter: [ms/2, ms)
+        if retry_after_ms:
+            ms = max(ms, retry_after_ms)
+        delay = ms / 1000
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
+        await asyncio.sleep(delay)
+
+    # --- calls -------------------------------------------------------------------------------
+    async def _call(self, op: str, args: dict, *, extra_s: float = 0.0,
+                    timeout: float | None = None) -> Any:
+        return (await self._call_with_conn(op, args, extra_s=extra_s, timeout=timeout))[1]
+
+    async def _call_with_conn(self, op: str, args: dict, *, extra_s: float = 0.0,
+                              timeout: float | None = None,
+                              push_capacity: int | None = None) -> tuple[ClientConnection, Any]:
+        loop = asyncio.get_running_loop()
+        timeout_s = (timeout if timeout is not None else self.request_timeout_ms / 1000) + extra_s
+        deadline = loop.time() + timeout_s
+        rid = uuid.uuid4().hex if op in MUTATING_OPS else None
+        attempt = 0
+        while True:
+            attempt += 1
+            conn: ClientConnection | None = None
+            try:
+                conn = await self._connection(deadline)
+                fut = conn.request(op, args, rid, push_capacity=push_capacity)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        return conn, await fut
+                except TimeoutError:
+                    conn.forget(fut)
+                    raise RequestTimeout(f"{op} got no reply within {timeout_s:.3g} s") from None
+            except QnodeError as exc:
+                if exc.code not in RETRY_CODES or attempt >= self.attempts_max or self._closed:
+                    raise
+                if loop.time() >= deadline:
+                    raise
+                if exc.code in SWITCH_NODE_CODES:
+                    self._drop(conn)
+                await self._backoff(attempt, deadline, exc.retry_after_ms)
+
+    # --- queues --------------------------------------------------------------------------------
+    def queue(self, name: str) -> Queue:
+        """A handle without a round trip (errors surface on first use)."""
+        return Queue(self, name)
+
+    async def create_queue(self, name: str, *, attributes: Mapping[str, Any] | None = None,
+                           tags: Mapping[str, str] | None = None, **kwargs: Any) -> Queue:
+        """Create (or get, when the attributes match) a queue. kwargs are snake_case seconds
+        (`visibility_timeout=30`, `delay=5`, `fifo=True`, `redrive_policy={...}`); `attributes`
+        takes raw SQS names. A name ending in `.fifo` implies `FifoQueue=true`."""
+        attrs = values.queue_attributes(kwargs, attributes)
+        if name.endswith(".fifo"):
+            attrs.setdefault("FifoQueue", "true")
+        args: dict[str, Any] = {"queue": name, "attributes": attrs}
+        if tags:
+            args["tags"] = dict(tags)
+        result = await self._call("create_queue", args)
+        return Queue(self, result["queue"])
+
+    async def get_queue(self, name: str) -> Queue:
+        result = await self._call("get_queue", {"queue": name})
+        return Queue(self, result["queue"])
+
+    async def list_queues(self, prefix: str | None = None) -> list[str]:
+        args = {} if prefix is None else {"prefix": prefix}
+        return (await self._call("list_queues", args))["queues"]
+
+    async def delete_queue(self, name: str) -> None:
+        await self._call("delete_queue", {"queue": name})
+
+    async def start_message_move_task(self, source: str, destination: str | None = None,
+                                      max_per_second: int | None = None) -> str:
+        args: dict[str, Any] = {"source": source}
+        if destination is not None:
+            args["destination"] = destination
+        if max_per_second is not None:
+            args["max_per_second"] = max_per_second
+        return (await self._call("start_message_move_task", args))["task_handle"]
+
+    async def cancel_message_move_task(self, task_handle: str) -> int:
+        return (await self._call("cancel_message_move_task", {"task_handle": task_handle}))["moved_count"]
+
+    async def list_message_move_tasks(self, source: str, max_results: int = 1) -> list:
+        result = await self._call("list_message_move_tasks", {"source": source, "max_results": max_results})
+        return [payloads.move_task_from_wire(t) for t in result["tasks"]]
+
+    async def status(self) -> dict:
+        return await self._call("status", {})
+
+    async def ping(self) -> None:
+        await self._call("ping", {})
