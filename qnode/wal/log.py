@@ -46,7 +46,7 @@ from qnode.wal.record import (
     encode_batch_header,
     encode_records_into,
 )
-from qnode.wal.recovery import Decision, judge
+from qnode.wal.recovery import Decision, judge_log
 from qnode.wal.segment import (
     SEGMENT_HEADER_SIZE,
     SegmentHeader,
@@ -137,12 +137,10 @@ class SegmentedLog:
             log.info("wal: created a new log", extra={"directory": self._dir})
             return
         scans = [self._scan(base) for base in bases]
-        durable_lsn = max([self._checkpoint_lsn] + [s.declared_durable_lsn for s in scans])
-        expected = self._live_base_lsn
-        for i, scan in enumerate(scans):
+        _durable, verdicts = judge_log(scans, live_base_lsn=self._live_base_lsn,
+                                       checkpoint_lsn=self._checkpoint_lsn)
+        for scan, verdict in zip(scans, verdicts):
             path = self._path(segment_name(scan.base_lsn))
-            verdict = judge(scan, expected_base_lsn=expected, is_last=i == len(scans) - 1,
-                            durable_lsn=durable_lsn)
             extra = {"path": path, "decision": verdict.decision.value, "row": verdict.row,
                      "offset": verdict.offset, "first_lsn": scan.base_lsn,
                      "last_lsn": scan.last_lsn, "reason": verdict.reason}
@@ -158,12 +156,7 @@ class SegmentedLog:
             else:
                 assert verdict.decision is Decision.OK
                 log.info("wal: segment ok", extra=extra)
-            expected = scan.next_lsn
         last = scans[-1]
-        if last.last_lsn < durable_lsn:
-            raise WalCorruption(self._path(segment_name(last.base_lsn)), last.valid_end,
-                                f"log ends at lsn {last.last_lsn} but lsn {durable_lsn} was "
-                                f"declared durable: records are missing")
         self._segments = bases
         self._handle = fs.open(self._path(segment_name(bases[-1])))
         self._active_size = fs.size(self._handle)

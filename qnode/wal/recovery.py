@@ -20,6 +20,11 @@ batch header anywhere in the log (found even past damage) or covered by the chec
     damage_at_or_below       the same, but the batch starts at or below            corrupt
       _durable               durable_lsn: acknowledged data was damaged
 
+One more check applies to the log as a whole, after the rows:
+
+    ends_below_durable       the last segment's valid records end below            corrupt
+                             durable_lsn (a newer segment or batch is missing)
+
 Why a torn batch is cut at its start even if later pages survived: power loss may write a
 batch's pages out of order, and nothing in it was acknowledged (its fsync never returned), so
 keeping a valid-looking later page would keep records after a hole. Cutting whole batches also
@@ -118,3 +123,24 @@ def judge(scan: SegmentScan, *, expected_base_lsn: int, is_last: bool,
     return Verdict(decision, row, scan.damage.offset,
                    f"{scan.damage.reason} in a batch from lsn {scan.cut_lsn} at or below durable "
                    f"lsn {durable_lsn}: acknowledged data damaged")
+
+
+def judge_log(scans: list[SegmentScan], *, live_base_lsn: int,
+              checkpoint_lsn: int) -> tuple[int, list[Verdict]]:
+    """Judge every segment of a log (oldest first); returns (durable_lsn, verdicts).
+
+    Keeps going past a corrupt segment so `wal verify` can report every segment; `open`
+    refuses at the first corrupt verdict.
+    """
+    durable_lsn = max([checkpoint_lsn] + [s.declared_durable_lsn for s in scans])
+    verdicts: list[Verdict] = []
+    expected = live_base_lsn
+    for i, scan in enumerate(scans):
+        verdicts.append(judge(scan, expected_base_lsn=expected, is_last=i == len(scans) - 1,
+                              durable_lsn=durable_lsn))
+        expected = scan.next_lsn
+    if scans and verdicts[-1].decision is not Decision.CORRUPT and scans[-1].last_lsn < durable_lsn:
+        verdicts[-1] = Verdict(Decision.CORRUPT, "ends_below_durable", scans[-1].valid_end,
+                               f"log ends at lsn {scans[-1].last_lsn} but lsn {durable_lsn} was "
+                               f"declared durable: records are missing")
+    return durable_lsn, verdicts

@@ -1,0 +1,258 @@
+"""SegmentedLog: rolling, suffix truncation, checkpoints and segment retirement.
+
+Goal: the synchronous core keeps its documented invariants (consecutive LSNs, a chain of
+segments, durable checkpoints that retire whole segments) on both file systems. Method: contract
+tests parametrized over RealFs (tmp_path, real fdatasync) and MemFs; crash points are modelled
+with MemFs (`crash`, injected fsync errors).
+"""
+
+import os
+import random
+
+import pytest
+
+from qnode.protocol.errors import InvalidParameter
+from qnode.wal.checkpoint import checkpoint_name
+from qnode.wal.errors import WalCorruption, WalFailed
+from qnode.wal.record import BATCH_RECORD_SIZE, HEADER_SIZE
+from qnode.wal.segment import SEGMENT_HEADER_SIZE, segment_name
+from tests.unit.wal._helpers import MemFs, RealFs, body_for, open_log, replayed, write_records
+
+BATCH_SIZE = BATCH_RECORD_SIZE + HEADER_SIZE + 40
+SMALL_SEGMENT = SEGMENT_HEADER_SIZE + 3 * BATCH_SIZE      # three one-record batches
+
+
+@pytest.fixture(params=["real", "mem"])
+def disk(request, tmp_path):
+    """(fs, directory) for each file system."""
+    if request.param == "real":
+        return RealFs(), str(tmp_path / "wal")
+    return MemFs(), "/node/wal"
+
+
+def _segments(fs, directory):
+    return [n for n in fs.list(directory) if n.endswith(".wal")]
+
+
+def test_fresh_log_is_empty(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    assert (seglog.last_lsn, seglog.durable_lsn, seglog.first_lsn) == (0, 0, 1)
+    assert seglog.checkpoint is None
+    assert list(seglog.replay()) == []
+    assert _segments(fs, d) == [segment_name(1)]
+
+
+def test_write_batch_assigns_consecutive_lsns_and_sync_makes_them_durable(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    assert seglog.write_batch([(16, b"a"), (17, b"b")]) == 2
+    assert seglog.durable_lsn == 0
+    assert seglog.write_batch([(130, b"c")]) == 3
+    assert seglog.sync() == 3
+    assert [(r.lsn, r.kind, r.body) for r in seglog.replay()] == [(1, 16, b"a"), (2, 17, b"b"), (3, 130, b"c")]
+    assert seglog.write_batch([]) == 3
+
+
+def test_write_batch_rejects_bad_records(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    for bad in ([(1, b"x")], [(16, "text")], [(16, b"x" * (2 * 1024 * 1024 + 1))]):
+        with pytest.raises(InvalidParameter):
+            seglog.write_batch(bad)
+    assert seglog.last_lsn == 0
+
+
+def test_roll_creates_segments_named_by_base_lsn(disk):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10, sync=False)
+    assert _segments(fs, d) == [segment_name(b) for b in (1, 4, 7, 10)]
+    # Rolling fsyncs the sealed segment.
+    assert seglog.durable_lsn == 9
+    seglog.sync()
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert replayed(seglog) == [(lsn, body_for(lsn)) for lsn in range(1, 11)]
+
+
+def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(disk):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 1)
+    seglog.write_batch([(16, body_for(2, 1000))])
+    seglog.sync()
+    assert _segments(fs, d) == [segment_name(1), segment_name(2)]
+    assert [r.lsn for r in seglog.replay()] == [1, 2]
+
+
+def test_truncate_after_drops_the_suffix_durably(disk):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SEGMENT_HEADER_SIZE + 2 * (BATCH_RECORD_SIZE + 3 * (HEADER_SIZE + 40)))
+    write_records(seglog, 12, per_batch=3)
+    seglog.truncate_after(7)            # mid-batch (batch 7..9) and drops later segments
+    assert seglog.last_lsn == seglog.durable_lsn == 7
+    assert replayed(seglog) == [(lsn, body_for(lsn)) for lsn in range(1, 8)]
+    assert seglog.write_batch([(16, b"new-8")]) == 8
+    seglog.sync()
+    seglog.close()
+    seglog = open_log(fs, d)
+    assert replayed(seglog)[-2:] == [(7, body_for(7)), (8, b"new-8")]
+
+
+@pytest.mark.parametrize("lsn", [0, 3, 4, 5, 6])
+def test_truncate_after_at_every_boundary(disk, lsn):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 6)
+    seglog.truncate_after(lsn)
+    assert seglog.last_lsn == lsn
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert replayed(seglog) == [(x, body_for(x)) for x in range(1, lsn + 1)]
+
+
+def test_truncate_after_below_the_checkpoint_is_refused(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    write_records(seglog, 5)
+    seglog.write_checkpoint(3, b"s")
+    with pytest.raises(InvalidParameter):
+        seglog.truncate_after(2)
+
+
+def test_checkpoint_retires_segments_fully_below_it(disk):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)                         # segments 1, 4, 7, 10
+    seglog.write_checkpoint(7, [b"chunk-1,", b"chunk-2"])
+    # Segment 7 holds 7..9 and 9 > 7, so it stays; 1 and 4 (lsn 1..6) are dead.
+    assert _segments(fs, d) == [segment_name(7), segment_name(10)]
+    assert sorted(n for n in fs.list(d) if n.endswith(".ckpt")) == [checkpoint_name(7)]
+    assert seglog.checkpoint == (7, b"chunk-1,chunk-2")
+    assert seglog.first_lsn == 7
+    assert [r.lsn for r in seglog.replay()] == [8, 9, 10]
+    seglog.close()
+    # The absent retired segments are not a gap.
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert seglog.checkpoint == (7, b"chunk-1,chunk-2")
+    assert [r.lsn for r in seglog.replay()] == [8, 9, 10]
+    assert [r.lsn for r in seglog.replay(after_lsn=6)] == [7, 8, 9, 10]
+    with pytest.raises(InvalidParameter):
+        list(seglog.replay(after_lsn=5))
+
+
+def test_checkpoint_needs_a_durable_lsn(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    write_records(seglog, 3, sync=False)
+    with pytest.raises(InvalidParameter):
+        seglog.write_checkpoint(3, b"s")
+    seglog.sync()
+    seglog.write_checkpoint(3, b"s")
+    with pytest.raises(InvalidParameter):
+        seglog.write_checkpoint(2, b"older")
+
+
+def test_retired_segment_left_by_a_crash_is_deleted_at_open(tmp_path):
+    fs, d = RealFs(), str(tmp_path)
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    first = open(os.path.join(d, segment_name(1)), "rb").read()
+    seglog.write_checkpoint(7, b"s")
+    seglog.close()
+    # A crash between the checkpoint's rename and the segment deletes.
+    with open(os.path.join(d, segment_name(1)), "wb") as f:
+        f.write(first)
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert segment_name(1) not in fs.list(d)
+    assert [r.lsn for r in seglog.replay()] == [8, 9, 10]
+
+
+def test_previous_checkpoint_survives_a_failed_new_one():
+    fs, d = MemFs(), "/wal"
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    seglog.write_checkpoint(4, b"old")
+    fs.fsync_error = OSError(5, "EIO")
+    with pytest.raises(OSError):
+        seglog.write_checkpoint(9, b"new")
+    with pytest.raises(WalFailed):
+        seglog.write_batch([(16, b"x")])
+    fs.fsync_error = None
+    fs.crash(random.Random(3))
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert seglog.checkpoint == (4, b"old")
+    assert [r.lsn for r in seglog.replay()] == [5, 6, 7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crash_during_checkpoint_keeps_one_valid_checkpoint(seed):
+    # Crash after each file operation of write_checkpoint: some checkpoint is always usable
+    # and replay from it reaches lsn 10.
+    rng = random.Random(seed)
+    fs, d = MemFs(), "/wal"
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    seglog.write_checkpoint(4, b"old")
+    ops = {"n": 0}
+    crash_at = rng.randrange(1, 12)
+    for name in ("append", "fsync", "rename", "fsync_dir", "remove"):
+        real = getattr(fs, name)
+
+        def counted(*args, _real=real, **kwargs):
+            ops["n"] += 1
+            if ops["n"] == crash_at:
+                raise OSError(5, "simulated power loss")
+            return _real(*args, **kwargs)
+        setattr(fs, name, counted)
+    try:
+        seglog.write_checkpoint(9, b"new")
+    except OSError:
+        pass
+    for name in ("append", "fsync", "rename", "fsync_dir", "remove"):
+        delattr(fs, name)
+    fs.crash(rng)
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    lsn, payload = seglog.checkpoint
+    assert (lsn, payload) in ((4, b"old"), (9, b"new"))
+    assert [r.lsn for r in seglog.replay()] == list(range(lsn + 1, 11))
+
+
+def test_corrupt_newest_checkpoint_with_retired_segments_refuses(tmp_path):
+    fs, d = RealFs(), str(tmp_path)
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    seglog.write_checkpoint(7, b"state")
+    seglog.close()
+    path = os.path.join(d, checkpoint_name(7))
+    data = bytearray(open(path, "rb").read())
+    data[1] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(WalCorruption, match="expected 1"):
+        open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+
+
+def test_io_error_fails_the_log_for_good():
+    fs, d = MemFs(), "/wal"
+    seglog = open_log(fs, d)
+    seglog.write_batch([(16, b"x")])
+    fs.fsync_error = OSError(5, "EIO")
+    with pytest.raises(OSError):
+        seglog.sync()
+    fs.fsync_error = None
+    with pytest.raises(WalFailed):
+        seglog.sync()
+    assert seglog.failed is not None
+
+
+def test_temp_files_are_removed_at_open(tmp_path):
+    fs, d = RealFs(), str(tmp_path)
+    seglog = open_log(fs, d)
+    write_records(seglog, 2)
+    seglog.close()
+    (tmp_path / "segment.tmp").write_bytes(b"half a header")
+    (tmp_path / "checkpoint.tmp").write_bytes(b"half a checkpoint")
+    seglog = open_log(fs, d)
+    assert sorted(os.listdir(d)) == [segment_name(1)]
+    assert seglog.last_lsn == 2
