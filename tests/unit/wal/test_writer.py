@@ -1,0 +1,211 @@
+"""Wal, the asyncio shell: group commit, waiters, bounds, failures, checkpoint and truncate.
+
+Goal: appends get LSNs at once and become durable through group commit (one write and one
+fdatasync per batch, on the WAL thread); every bound gives its typed error; an I/O failure
+fails every waiter instead of hanging it. Method: real files (tmp_path, real fdatasync) for the
+happy paths, MemFs for disk-full and injected EIO; waits are awaits with deadlines, never sleeps.
+"""
+
+import asyncio
+
+import pytest
+
+from qnode import limits
+from qnode.protocol.errors import DiskFull, ErrorCode, InvalidParameter, ShuttingDown
+from qnode.wal.errors import WalBackpressure, WalFailed
+from qnode.wal.fs import MemFs
+from qnode.wal.writer import Wal, WalConfig
+
+CONFIG = WalConfig(cluster_id=7, node_id=3)
+
+
+def test_config_defaults_come_from_limits():
+    c = WalConfig()
+    assert (c.segment_size_max, c.batch_size_max, c.pending_size_max, c.disk_reserve_size) == (
+        limits.wal_segment_size_max, limits.wal_batch_size_max, limits.wal_pending_size_max,
+        limits.wal_disk_reserve_size)
+    assert c.fsync is True
+    assert c.validate() == []
+    assert WalConfig(batch_size_max=1024).validate()
+
+
+async def test_append_sync_close_reopen_replay(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert (wal.last_lsn, wal.durable_lsn, wal.checkpoint_lsn, wal.checkpoint_payload) == (0, 0, 0, None)
+    assert list(wal.replay()) == []
+    lsn1 = wal.append(16, b"one")
+    lsn2 = wal.append(130, b"two")
+    assert (lsn1, lsn2) == (1, 2)
+    assert wal.durable_lsn == 0          # queued, not yet durable
+    await wal.sync(lsn2)
+    assert wal.durable_lsn >= 2
+    await wal.sync(1)                    # cheap when already durable
+    await wal.close()
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [(r.lsn, r.kind, r.body) for r in wal.replay()] == [(1, 16, b"one"), (2, 130, b"two")]
+    assert wal.append(16, b"three") == 3
+    await wal.close()
+
+
+async def test_concurrent_appenders_share_fsyncs(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    durable_seen: list[int] = []
+    wal.on_durable(durable_seen.append)
+
+    async def appender(i: int) -> None:
+        for j in range(20):
+            lsn = wal.append(16, f"{i}-{j}".encode())
+            await wal.sync(lsn)
+            assert wal.durable_lsn >= lsn
+
+    async with asyncio.timeout(60):
+        async with asyncio.TaskGroup() as tg:
+            for i in range(50):
+                tg.create_task(appender(i))
+    stats = wal.stats()
+    assert stats["records"] == 1000
+    assert stats["fsyncs"] == stats["batches"]
+    assert stats["fsyncs"] < 200            # group commit: far fewer fsyncs than records
+    assert stats["batch_records_avg"] > 5
+    assert durable_seen == sorted(durable_seen)
+    assert durable_seen[-1] == 1000
+    await wal.close()
+
+
+async def test_a_cancelled_waiter_does_not_disturb_the_others(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    lsn = wal.append(16, b"x")
+    both_waiting = asyncio.Event()
+    entered = []
+
+    async def waiter() -> None:
+        entered.append(1)
+        if len(entered) == 2:
+            both_waiting.set()
+        await wal.sync(lsn)      # registers its future before yielding
+
+    doomed = asyncio.ensure_future(waiter())
+    survivor = asyncio.ensure_future(waiter())
+    await both_waiting.wait()
+    doomed.cancel()
+    async with asyncio.timeout(30):
+        await survivor
+    assert doomed.cancelled()
+    await wal.close()
+
+
+async def test_append_many_is_all_or_nothing_and_one_batch(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    with pytest.raises(InvalidParameter):
+        wal.append_many([(16, b"a"), (3, b"reserved kind"), (16, b"c")])
+    assert wal.last_lsn == 0
+    with pytest.raises(InvalidParameter):
+        wal.append_many([])
+    last = wal.append_many([(16, b"a"), (17, b"b"), (18, b"c")])
+    assert last == 3
+    await wal.sync(last)
+    assert wal.stats()["batches"] == 1
+    await wal.close()
+
+
+async def test_bad_records_are_invalid_parameter(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    for kind, body in ((0, b"x"), (15, b"x"), (256, b"x"), (16, "str"),
+                       (16, b"x" * (limits.wal_record_size_max + 1))):
+        with pytest.raises(InvalidParameter):
+            wal.append(kind, body)
+    with pytest.raises(InvalidParameter):
+        await wal.sync(5)
+    assert wal.last_lsn == 0
+    await wal.close()
+
+
+async def test_pending_bound_gives_backpressure(tmp_path):
+    config = WalConfig(pending_size_max=limits.wal_batch_size_max)
+    wal = await Wal.open(tmp_path, config)
+    body = b"x" * (1024 * 1024)
+    accepted = 0
+    with pytest.raises(WalBackpressure) as info:
+        for _ in range(20):        # no await: nothing can drain meanwhile
+            wal.append(16, body)
+            accepted += 1
+    assert info.value.code is ErrorCode.BUSY
+    assert accepted == limits.wal_batch_size_max // (len(body) + 21)
+    await wal.sync(wal.last_lsn)
+    wal.append(16, body)           # drained: accepted again
+    await wal.close()
+
+
+async def test_disk_reserve_gives_disk_full_before_the_disk_is_full():
+    reserve = 64 * 1024
+    fs = MemFs(capacity_size=reserve + 40 * 1024)
+    wal = await Wal.open("/wal", WalConfig(disk_reserve_size=reserve), fs=fs)
+    written = 0
+    with pytest.raises(DiskFull):
+        for _ in range(100):
+            lsn = wal.append(16, b"y" * 1024)
+            await wal.sync(lsn)
+            written += 1
+    assert 30 <= written < 40
+    assert fs.free_bytes("/wal") >= reserve - 2048   # the device itself never filled up
+    assert wal.durable_lsn == written                # everything accepted is durable
+    await wal.close()
+
+
+async def test_fsync_failure_fails_every_waiter_and_later_calls():
+    fs = MemFs()
+    wal = await Wal.open("/wal", CONFIG, fs=fs)
+    await wal.sync(wal.append(16, b"ok"))
+    fs.fsync_error = OSError(5, "Input/output error")
+    lsns = [wal.append(16, b"lost") for _ in range(5)]
+    waiters = [asyncio.ensure_future(wal.sync(lsn)) for lsn in lsns]
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, WalFailed) for r in results)
+    with pytest.raises(WalFailed):
+        wal.append(16, b"after")
+    with pytest.raises(WalFailed):
+        await wal.sync(lsns[-1])
+    assert wal.durable_lsn == 1
+    await wal.close()
+
+
+async def test_close_flushes_pending_and_refuses_appends(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    for i in range(10):
+        wal.append(16, bytes([i]))
+    await wal.close()
+    with pytest.raises(ShuttingDown):
+        wal.append(16, b"late")
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [r.body for r in wal.replay()] == [bytes([i]) for i in range(10)]
+    await wal.close()
+
+
+async def test_checkpoint_and_truncate_through_the_shell(tmp_path):
+    config = WalConfig(segment_size_max=limits.wal_batch_size_max)
+    wal = await Wal.open(tmp_path, config)
+    body = b"z" * (512 * 1024)
+    for _ in range(40):                     # ~20 MiB: several 8 MiB segments
+        await wal.sync(wal.append(16, body))
+    await wal.checkpoint(30, [b"state-", b"at-30"])
+    assert wal.checkpoint_lsn == 30
+    assert wal.checkpoint_payload == b"state-at-30"
+    await wal.truncate_after(35)
+    assert (wal.last_lsn, wal.durable_lsn) == (35, 35)
+    assert wal.append(16, b"36") == 36
+    await wal.close()
+    wal = await Wal.open(tmp_path, config)
+    assert wal.checkpoint_payload == b"state-at-30"
+    assert [r.lsn for r in wal.replay()] == [31, 32, 33, 34, 35, 36]
+    assert [r.body for r in wal.replay()][-1] == b"36"
+    await wal.close()
+
+
+async def test_fsync_off_still_writes(tmp_path):
+    wal = await Wal.open(tmp_path, WalConfig(fsync=False))
+    await wal.sync(wal.append(16, b"fast"))
+    await wal.close()
+    wal = await Wal.open(tmp_path, WalConfig(fsync=False))
+    assert [r.body for r in wal.replay()] == [b"fast"]
+    await wal.close()
