@@ -1,0 +1,128 @@
+"""BackendService on the real WAL (tmp dir, real fsync): long polls wake on durability, restart
+keeps what was acknowledged, dedup survives restart, graceful close answers parked waiters.
+
+Method: open the service on `tmp_path`, drive it through the QueueApi, restart by close + open.
+Every wait is an awaited future or event, bounded by `asyncio.timeout`; no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from qnode.backend.service import BackendConfig, BackendService
+from qnode.frontend.api import SendEntry
+from qnode.protocol.errors import QueueDoesNotExist, ShuttingDown
+from qnode.wal.writer import WalConfig
+
+CONFIG = BackendConfig(wal=WalConfig(disk_reserve_size=0))
+
+
+async def open_svc(path: Path) -> BackendService:
+    return await BackendService.open(path, CONFIG)
+
+
+async def test_long_poll_wakes_when_message_is_durable(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q")
+        poll = asyncio.ensure_future(svc.receive_messages("q", max_count=10, wait_ms=20_000))
+        await asyncio.sleep(0)  # let the poll park (an ordering yield, not a wait for time)
+        assert svc.stats()["backend"]["waiters"] == 1
+        [result] = await svc.send_messages("q", [SendEntry(b"hello")])
+        async with asyncio.timeout(5):
+            got = await poll
+        assert [m.message_id for m in got] == [result.message_id]
+        assert svc._wal.durable_lsn >= svc._wal.last_lsn - 1
+    finally:
+        await svc.close()
+
+
+async def test_restart_preserves_messages_inflight_and_receipts(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    await svc.create_queue("q", {"VisibilityTimeout": "60"}, {"team": "x"})
+    sent = await svc.send_messages("q", [SendEntry(b"%d" % i, entry_id=str(i)) for i in range(5)])
+    got = await svc.receive_messages("q", max_count=2)
+    await svc.close()
+    svc = await open_svc(tmp_path)
+    try:
+        attrs = await svc.get_queue_attributes("q")
+        assert attrs["ApproximateNumberOfMessages"] == "3"
+        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "2"
+        assert attrs["VisibilityTimeout"] == "60"
+        assert await svc.list_queue_tags("q") == {"team": "x"}
+        assert await svc.delete_messages("q", [m.receipt for m in got]) == [None, None]
+        rest = await svc.receive_messages("q", max_count=10)
+        assert {m.message_id for m in rest} | {m.message_id for m in got} == {r.message_id for r in sent}
+    finally:
+        await svc.close()
+
+
+async def test_fifo_dedup_survives_restart(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    await svc.create_queue("f.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+    [first] = await svc.send_messages("f.fifo", [SendEntry(b"same", group_id="g")])
+    await svc.close()
+    svc = await open_svc(tmp_path)
+    try:
+        [again] = await svc.send_messages("f.fifo", [SendEntry(b"same", group_id="g")])
+        assert again.duplicate
+        assert again.message_id == first.message_id
+        assert (await svc.get_queue_attributes("f.fifo"))["ApproximateNumberOfMessages"] == "1"
+    finally:
+        await svc.close()
+
+
+async def test_close_answers_parked_waiters_and_refuses_new_calls(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    await svc.create_queue("q")
+    polls = [asyncio.ensure_future(svc.receive_messages("q", wait_ms=20_000)) for _ in range(3)]
+    await asyncio.sleep(0)
+    await svc.close()
+    async with asyncio.timeout(5):
+        assert await asyncio.gather(*polls) == [[], [], []]
+    with pytest.raises(ShuttingDown):
+        await svc.send_messages("q", [SendEntry(b"x")])
+
+
+async def test_checkpoint_then_restart(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    await svc.create_queue("q")
+    await svc.send_messages("q", [SendEntry(b"a")])
+    await svc.checkpoint()
+    await svc.send_messages("q", [SendEntry(b"b")])
+    await svc.close()
+    svc = await open_svc(tmp_path)
+    try:
+        got = await svc.receive_messages("q", max_count=10)
+        assert sorted(m.body for m in got) == [b"a", b"b"]
+        with pytest.raises(QueueDoesNotExist):
+            await svc.receive_messages("nope")
+    finally:
+        await svc.close()
+
+
+async def test_push_consumer_respects_prefetch_and_close_returns_messages(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q")
+        await svc.send_messages("q", [SendEntry(b"%d" % i, entry_id=str(i)) for i in range(5)])
+        consumer = await svc.open_consumer("q", prefetch=2)
+        async with asyncio.timeout(5):
+            first = [await consumer.next(), await consumer.next()]
+        blocked = asyncio.ensure_future(consumer.next())
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessagesNotVisible"] == "2"
+        await svc.delete_messages("q", [first[0].receipt])
+        consumer.settle(1)
+        async with asyncio.timeout(5):
+            third = await blocked
+        assert third.message_id not in {m.message_id for m in first}
+        await consumer.close()
+        attrs = await svc.get_queue_attributes("q")
+        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        assert attrs["ApproximateNumberOfMessages"] == "4"
+    finally:
+        await svc.close()
