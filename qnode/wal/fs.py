@@ -23,9 +23,11 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import random
 
 PAGE_SIZE = 4096
 

@@ -7,6 +7,7 @@ happy paths, MemFs for disk-full and injected EIO; waits are awaits with deadlin
 """
 
 import asyncio
+import threading
 
 import pytest
 
@@ -74,6 +75,8 @@ async def test_concurrent_appenders_share_fsyncs(tmp_path):
 
 async def test_a_cancelled_waiter_does_not_disturb_the_others(tmp_path):
     wal = await Wal.open(tmp_path, CONFIG)
+    gate = threading.Event()
+    blocker = wal._executor.submit(gate.wait, 30)   # hold the WAL thread: no fsync can finish
     lsn = wal.append(16, b"x")
     both_waiting = asyncio.Event()
     entered = []
@@ -88,9 +91,11 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others(tmp_path):
     survivor = asyncio.ensure_future(waiter())
     await both_waiting.wait()
     doomed.cancel()
+    gate.set()
     async with asyncio.timeout(30):
         await survivor
     assert doomed.cancelled()
+    assert blocker.result() is True
     await wal.close()
 
 
