@@ -193,7 +193,10 @@ class ServerConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             self._request_done()
             if self._stopping:
-                self._write(error_reply(req.cid, ShuttingDown()))
+                # A long poll parked when the server stops ends as an empty receive (as when
+                # its wait expires), so clients do not see an error for an orderly shutdown.
+                self._write(Response(req.cid, {"messages": []}) if req.op == "receive"
+                            else error_reply(req.cid, ShuttingDown()))
             raise
         except Exception:
             # A bug below us: log it with the traceback, tell the peer only the code.
@@ -356,7 +359,7 @@ class ServerConnection(asyncio.Protocol):
 
     # --- server stop ----------------------------------------------------------------------
     def begin_stop(self) -> None:
-        """Stop taking new requests; long polls are answered with ShuttingDown."""
+        """Stop taking new requests; parked long polls are answered with no messages."""
         self._stopping = True
         self._update_reading()
         for task in list(self._receive_tasks):

@@ -337,5 +337,5 @@ class Dispatcher:
             if inspect.isawaitable(value):
                 value = await value
             if isinstance(value, dict):
-                out["backend"] = value
+                out.update(value)     # backend figures (waiters, queues, ...) at top level
         return out

@@ -1,0 +1,54 @@
+"""Request-id cache core: bounded count, TTL, eviction order. Method: drive it with explicit
+`now_ms` values (no clock) and check what `get` returns."""
+
+from __future__ import annotations
+
+from qnode.frontend.request_cache import RequestCache
+
+
+def test_get_returns_value_until_ttl_then_none():
+    c = RequestCache(count_max=10, ttl_ms=100)
+    c.put("a", 1, now_ms=0)
+    assert c.get("a", now_ms=99) == 1
+    assert c.get("a", now_ms=100) is None
+    assert len(c) == 0
+
+
+def test_count_bound_evicts_the_oldest():
+    c = RequestCache(count_max=3, ttl_ms=10_000)
+    for i in range(5):
+        c.put(i, i, now_ms=i)
+    assert len(c) == 3
+    assert c.get(0, 10) is None
+    assert c.get(1, 10) is None
+    assert [c.get(k, 10) for k in (2, 3, 4)] == [2, 3, 4]
+    assert c.evicted_count == 2
+
+
+def test_put_again_restarts_ttl_and_keeps_one_entry():
+    c = RequestCache(count_max=3, ttl_ms=100)
+    c.put("a", 1, 0)
+    c.put("b", 2, 50)
+    c.put("a", 3, 60)
+    assert len(c) == 2
+    assert c.get("b", 149) == 2
+    assert c.get("b", 150) is None
+    assert c.get("a", 159) == 3
+
+
+def test_remove_and_missing_keys():
+    c = RequestCache(count_max=3, ttl_ms=100)
+    c.put("a", 1, 0)
+    c.remove("a")
+    c.remove("never")
+    assert c.get("a", 1) is None
+    assert c.hit_count == 0
+
+
+def test_expiry_is_in_insertion_order_and_partial():
+    c = RequestCache(count_max=100, ttl_ms=10)
+    for i in range(20):
+        c.put(i, i, now_ms=i)
+    assert len(c) == 10       # each put expired the keys with i + 10 <= now: 10..19 remain
+    assert c.get(19, now_ms=25) == 19
+    assert len(c) == 4        # keys up to 15 expired (expires_at <= 25)
