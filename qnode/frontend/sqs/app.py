@@ -55,6 +55,8 @@ class SqsGateway:
         self._verifier = (SigV4Verifier(settings.credentials, settings.request_expiry_s)
                           if settings.credentials else None)
         self._inflight = 0
+        self._boot_id = str(uuid.uuid4())[:23]   # request ids: unique per process, then a counter
+        self._request_count = 0
         self.rejected_busy_count = 0
         self.rejected_too_large_count = 0
 
@@ -63,7 +65,8 @@ class SqsGateway:
         return self._inflight
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
+        self._request_count += 1
+        request_id = f"{self._boot_id}-{self._request_count:012x}"
         is_json = request.headers.get("X-Amz-Target", "").startswith(_TARGET_PREFIX)
         try:
             if self._inflight >= self._settings.inflight_requests_max:
@@ -98,6 +101,8 @@ class SqsGateway:
         if request.content_length is not None and request.content_length > limit:
             self.rejected_too_large_count += 1
             raise _too_large(limit)
+        if request.content_length is not None:
+            return await request.read()     # aiohttp bounds it by client_max_size too
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(64 * 1024):
