@@ -205,8 +205,9 @@ def main() -> None:
     args = ap.parse_args()
     MEASURE_S, WARMUP_S = args.measure_s, args.warmup_s
     report: dict[str, list[dict]] = {}
-    for target in args.targets.split(","):
-        for run in range(args.runs):
+    # Interleave the targets run by run, so that load from elsewhere on the box hits all alike.
+    for run in range(args.runs):
+        for target in args.targets.split(","):
             with tempfile.TemporaryDirectory(prefix="bench-sqs-") as tmp:
                 if target == "qnode" and args.qnode_url:
                     result = run_load(args.qnode_url)

@@ -24,15 +24,12 @@ from qnode.backend.md5 import md5_of_attributes
 from qnode.frontend.api import QueueApi, SendEntry
 from qnode.frontend.sqs import messages, urls
 from qnode.frontend.sqs.errors import batch_failure
+from qnode.frontend.validation import validate_queue_name
 from qnode.protocol.errors import (BatchEntryIdsNotDistinct, BatchRequestTooLong,
                                    EmptyBatchRequest, InvalidBatchEntryId, InvalidParameter,
                                    MissingParameter, QnodeError, QueueDoesNotExist,
                                    TooManyEntriesInBatch, UnknownOperation)
 
-try:  # the shared validator lands with qnode/frontend/validation.py
-    from qnode.frontend.validation import validate_queue_name as _validate_queue_name
-except ImportError:  # pragma: no cover - until it lands, the backend validates names
-    _validate_queue_name = None
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 LIST_RESULTS_MAX = 1000
@@ -162,10 +159,12 @@ def _page(names: list[str], p: Mapping) -> tuple[list[str], str | None]:
 async def create_queue(api: QueueApi, p: Mapping, ctx: Context) -> dict:
     name = _str(p, "QueueName", required=True)
     assert name is not None
-    if _validate_queue_name is not None:
-        _validate_queue_name(name)
+    attributes = _map(p, "Attributes")
+    # SQS: a FIFO queue is asked for with FifoQueue=true and its name must end in .fifo;
+    # a standard queue's name may not.
+    validate_queue_name(name, fifo=attributes.get("FifoQueue", "false").lower() == "true")
     tags = _map(p, "tags") or _map(p, "Tags")
-    await api.create_queue(name, _map(p, "Attributes"), tags)
+    await api.create_queue(name, attributes, tags)
     return {"QueueUrl": ctx.url(name)}
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 from qnode import limits
 from qnode.frontend.api import MessageAttribute
 from qnode.protocol.errors import (InvalidAttributeName, InvalidMessageContents,
-                                   InvalidParameter)
+                                   InvalidParameter, MissingParameter)
 
 _BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ATTR_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
@@ -48,7 +48,7 @@ def check_text(text: str, what: str = "message body") -> None:
 def encode_body(body: Any) -> bytes:
     """Validate an SQS MessageBody and return its UTF-8 bytes."""
     if body is None or body == "":
-        raise InvalidParameter("The request must contain the parameter MessageBody.")
+        raise MissingParameter("The request must contain the parameter MessageBody.")
     if not isinstance(body, str):
         raise InvalidParameter("MessageBody must be a string.")
     check_text(body)

@@ -124,6 +124,12 @@ async def test_invalid_body_characters_and_parameters_are_typed_errors(gateway):
             (lambda: c.send_message(QueueUrl=q, MessageBody="x", MessageAttributes={
                 "a": {"DataType": "Blob", "StringValue": "abc"}}), "InvalidParameterValue"),
             (lambda: c.list_queues(MaxResults=1001), "InvalidParameterValue"),
+            (lambda: c.send_message(QueueUrl=q, MessageBody=""), "MissingParameter"),
+            (lambda: c.create_queue(QueueName="bad name"), "InvalidParameterValue"),
+            (lambda: c.create_queue(QueueName="x" * 81), "InvalidParameterValue"),
+            (lambda: c.create_queue(QueueName="nofifo.fifo"), "InvalidParameterValue"),
+            (lambda: c.create_queue(QueueName="plain", Attributes={"FifoQueue": "true"}),
+             "InvalidParameterValue"),
         ]
         for call, code in cases:
             with pytest.raises(ClientError) as info:
