@@ -91,6 +91,8 @@ class FakeApi:
         self.send_started = asyncio.Event()
         self.consumers_closed = 0
         self.receives_cancelled = 0
+        self.visibility_changes = 0
+        self.created_attributes: list[dict] = []
         self._ids = itertools.count(1)
 
     def _q(self, name: str) -> _Queue:
@@ -101,6 +103,7 @@ class FakeApi:
 
     async def create_queue(self, name, attributes=None, tags=None) -> QueueInfo:
         attributes = dict(attributes or {})
+        self.created_attributes.append(attributes)
         q = self.queues.get(name)
         if q is not None:
             if attributes and attributes != q.attributes:
@@ -209,6 +212,7 @@ class FakeApi:
 
     async def change_visibility(self, name, items) -> list[None | QnodeError]:
         q = self._q(name)
+        self.visibility_changes += len(items)
         out: list[None | QnodeError] = []
         for receipt, ms in items:
             if receipt not in q.inflight:
