@@ -31,6 +31,7 @@ from tests.sim.harness import EventHandle, Simulation
 from tests.sim.network import SimNetwork
 
 inbox_count_max = 10_000
+proposal_timeout_ns = 3_000_000_000   # a proposal still unresolved after this is reported unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class SimRaftNode:
         self._inbox: list[tuple] = []
         self._busy = False
         self._tick_handle: EventHandle | None = None
-        self._proposals: dict[int, tuple[int, Callback]] = {}   # index -> (term, callback)
+        self._proposals: dict[int, tuple[int, Callback, int]] = {}   # index -> (term, callback, deadline)
         self._reads: dict[int, tuple[Callable[[MetadataState], Any], Callback]] = {}
         self._read_ready: list[tuple[ReadState, Callable[[MetadataState], Any], Callback]] = []
         self._read_seq = 0
@@ -121,6 +122,7 @@ class SimRaftNode:
         if not self.up or incarnation != self.incarnation:
             return
         self._schedule_tick()
+        self._expire_proposals()
         self._input(("tick",))
 
     def _on_packet(self, src: str, msg: Any) -> None:
@@ -168,7 +170,7 @@ class SimRaftNode:
                 cb(OpOutcome(error=exc))
                 return
             assert index not in self._proposals
-            self._proposals[index] = (term, cb)
+            self._proposals[index] = (term, cb, self.sim.now_ns + proposal_timeout_ns)
         elif kind == "read":
             _, fn, cb = item
             self._read_seq += 1
@@ -242,7 +244,7 @@ class SimRaftNode:
                 self.sim.record(self.id, f"conf applied {ConfChange.decode(entry.data)} at {entry.index}")
         pending = self._proposals.pop(entry.index, None)
         if pending is not None:
-            term, cb = pending
+            term, cb, _deadline = pending
             if term == entry.term:
                 cb(OpOutcome(result=result))
             else:
@@ -252,7 +254,15 @@ class SimRaftNode:
         # A snapshot jumped over these indexes: we cannot tell whether ours committed.
         for i in sorted(self._proposals):
             if i <= index:
-                _term, cb = self._proposals.pop(i)
+                _term, cb, _deadline = self._proposals.pop(i)
+                cb(OpOutcome(unknown=True))
+
+    def _expire_proposals(self) -> None:
+        # The entry may still commit later; the proposer just stops waiting (outcome unknown).
+        now = self.sim.now_ns
+        for i in sorted(self._proposals):
+            if self._proposals[i][2] <= now:
+                _term, cb, _deadline = self._proposals.pop(i)
                 cb(OpOutcome(unknown=True))
 
     def _serve_reads(self) -> None:
@@ -285,9 +295,6 @@ class SimRaftNode:
             snap = core.compact(applied, data)
             self.storage.save_snapshot(snap)
             self.observer.on_compact(self, snap)
-
-    def expire(self, now_ns: int) -> None:
-        """Nothing time-based here: clients own their timeouts."""
 
     def status_line(self) -> str:
         if not self.up or self.core is None:

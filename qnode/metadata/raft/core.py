@@ -242,9 +242,10 @@ class RaftCore:
             # Dissertation §4.1: one change at a time, and only after this term's first entry commits.
             if self._pending_conf_index > self.log.commit:
                 raise Busy("a configuration change is in progress", retry_after_ms=50)
-            change = ConfChange.decode(data)
-            if change.op.name == "REMOVE_VOTER" and len(self.voters) == 1:
+            change = ConfChange.decode(data).resolve(self.voters)
+            if not change.voters:
                 raise InvalidParameter("cannot remove the last voter")
+            data = change.encode()
         entry = self._append_as_leader(kind, data)
         if kind is EntryKind.CONF_CHANGE:
             self._pending_conf_index = entry.index

@@ -6,7 +6,7 @@ either:
 
     log.write_batch([(kind, body), ...]) -> last_lsn   # written, not yet durable
     log.sync()                                         # everything written becomes durable
-    log.replay() -> list[(lsn, kind, body)]            # records after the checkpoint, in order
+    log.replay() -> list[Record]                       # records after the checkpoint, in order
     log.write_checkpoint(lsn, payload)                 # atomic and durable; retires records <= lsn
     log.checkpoint -> (lsn, payload) | None
     log.last_lsn
@@ -21,6 +21,8 @@ Invariant: lsns are contiguous and increasing; checkpoint lsn <= durable lsn.
 from __future__ import annotations
 
 import random
+
+from qnode.wal.record import Record
 
 
 class MemRecordLog:
@@ -47,9 +49,9 @@ class MemRecordLog:
     def durable_lsn(self) -> int:
         return self._durable_lsn
 
-    def replay(self) -> list[tuple[int, int, bytes]]:
+    def replay(self) -> list[Record]:
         floor = self.checkpoint[0] if self.checkpoint else 0
-        return [r for r in self._records if r[0] > floor]
+        return [Record(lsn, kind, body) for lsn, kind, body in self._records if lsn > floor]
 
     def write_checkpoint(self, lsn: int, payload: bytes) -> None:
         assert lsn <= self._durable_lsn, (lsn, self._durable_lsn)

@@ -43,21 +43,34 @@ class ConfChangeOp(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
+    """Add or remove one voter. `voters` is the resulting configuration, filled in by the leader
+    when it proposes the change, so a node that never saw the bootstrap configuration (a joiner
+    catching up from an empty log) still learns the full voter set from the entry."""
     op: ConfChangeOp
     node_id: str
+    voters: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        return f"{int(self.op)}:{self.node_id}".encode()
+        return ":".join([str(int(self.op)), self.node_id, *self.voters]).encode()
 
     @staticmethod
     def decode(data: bytes) -> "ConfChange":
-        op, _, node = data.decode().partition(":")
-        return ConfChange(ConfChangeOp(int(op)), node)
+        op, node, *voters = data.decode().split(":")
+        return ConfChange(ConfChangeOp(int(op)), node, tuple(voters))
+
+    def resolve(self, voters: tuple[str, ...]) -> "ConfChange":
+        """This change with `voters` set to its result when applied to `voters`."""
+        if self.op is ConfChangeOp.ADD_VOTER:
+            result = tuple(sorted(set(voters) | {self.node_id}))
+        else:
+            result = tuple(sorted(v for v in voters if v != self.node_id))
+        return ConfChange(self.op, self.node_id, result)
 
     def apply(self, voters: tuple[str, ...]) -> tuple[str, ...]:
-        if self.op is ConfChangeOp.ADD_VOTER:
-            return tuple(sorted(set(voters) | {self.node_id}))
-        return tuple(sorted(v for v in voters if v != self.node_id))
+        return self.voters if self.voters else self.resolve(voters).voters
+
+    def __str__(self) -> str:
+        return f"{self.op.name.lower()}({self.node_id})"
 
 
 @dataclass(frozen=True, slots=True)

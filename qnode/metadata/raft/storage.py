@@ -22,6 +22,7 @@ entries that did not survive. Recovery (`load`) refuses a log with a gap (WalCor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import msgpack
@@ -29,6 +30,7 @@ import msgpack
 from qnode.metadata.raft.core import Restored
 from qnode.metadata.raft.messages import Entry, EntryKind, HardState, Snapshot
 from qnode.protocol.errors import WalCorruptionError
+from qnode.wal.record import Record
 
 KIND_ENTRY = 128
 KIND_HARD_STATE = 129
@@ -40,7 +42,7 @@ class RecordLog(Protocol):
 
     def write_batch(self, records: list[tuple[int, bytes]]) -> int: ...
     def sync(self) -> None: ...
-    def replay(self) -> list[tuple[int, int, bytes]]: ...
+    def replay(self) -> Iterable[Record]: ...
     def write_checkpoint(self, lsn: int, payload: bytes) -> None: ...
 
 
@@ -79,7 +81,8 @@ class RaftStorage:
         base = snap.index if snap else 0
         entries: list[Entry] = []
         lsns: dict[int, int] = {}
-        for lsn, kind, body in self.log.replay():
+        for record in self.log.replay():
+            lsn, kind, body = record.lsn, record.kind, record.body
             if kind == KIND_ENTRY:
                 e = decode_entry(body)
                 if e.index <= base:
