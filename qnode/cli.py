@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.handlers
 import signal
 import sys
 from typing import Any
@@ -34,10 +35,32 @@ def _refuse_optimize() -> None:
         sys.exit(EXIT_START_FAILED)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+STARTUP_LOG_RECORDS_MAX = 10_000
+
+
+def _configure_logging(level: str) -> logging.handlers.MemoryHandler:
+    """Log to stderr, holding startup records back until `_release_startup_logs`: the first
+    line a node prints is `listening binary=... http=...` (DESIGN.md), which scripts parse."""
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    held = logging.handlers.MemoryHandler(STARTUP_LOG_RECORDS_MAX, flushLevel=logging.CRITICAL + 1,
+                                          target=stream, flushOnClose=True)
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.addHandler(held)
+    return held
+
+
+def _release_startup_logs(held: logging.handlers.MemoryHandler, first: str | None) -> None:
+    """Print `first` (if any), then the held startup records, then log directly from now on."""
+    root = logging.getLogger()
+    stream = held.target
+    assert stream is not None
+    if first is not None:
+        stream.handle(logging.LogRecord("qnode", logging.INFO, __file__, 0, first, None, None))
+    held.flush()
+    root.removeHandler(held)
+    root.addHandler(stream)
 
 
 def _fail(message: str, code: int) -> None:
@@ -50,7 +73,7 @@ def _run_client(address: str, body) -> Any:
     from qnode.client import Client
 
     async def main():
-        async with Client([address], connect_attempts_max=1) as client:
+        async with Client([address], attempts_max=1) as client:
             return await body(client)
 
     try:
@@ -117,20 +140,20 @@ def start(config_file, **flags) -> None:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(2)
-    _configure_logging(config.log_level)
+    held = _configure_logging(config.log_level)
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # uvloop is a dependency; this only guards exotic platforms
         runner = asyncio.run
     try:
-        code = runner(_serve(config))
+        code = runner(_serve(config, held))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
 
 
-async def _serve(config) -> int:
+async def _serve(config, held: logging.handlers.MemoryHandler) -> int:
     from qnode.node import Node, StartupError
     from qnode.protocol.errors import WalCorruptionError as WalCorruption
 
@@ -139,11 +162,13 @@ async def _serve(config) -> int:
         addresses = await node.start()
     except (StartupError, WalCorruption) as exc:
         log.error("%s", exc)
+        _release_startup_logs(held, None)
         return EXIT_START_FAILED
     except OSError as exc:
         log.error("cannot start: %s", exc)
+        _release_startup_logs(held, None)
         return EXIT_START_FAILED
-    log.info(addresses.line())
+    _release_startup_logs(held, addresses.line())
     log.info("node %s started: roles=%s data_dir=%s", config.node_id, ",".join(config.roles),
              config.data_dir)
     stop = asyncio.Event()

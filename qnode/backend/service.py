@@ -437,6 +437,14 @@ class BackendService:
         return (f"queues={s.queues} depth={s.ready} inflight={s.inflight} delayed={s.delayed} "
                 f"waiters={s.waiters} bytes={s.bytes} wal_lsn={w['durable_lsn']}/{w['last_lsn']}")
 
+    def status(self) -> dict[str, Any]:
+        """Flat figures for the binary protocol's `status` op and `qnode status`."""
+        s = self._engine.stats()
+        w = self._wal.stats()
+        return {"queues": s.queues, "ready": s.ready, "inflight": s.inflight,
+                "delayed": s.delayed, "waiters": s.waiters, "size_bytes": s.bytes,
+                "wal_durable_lsn": w["durable_lsn"], "wal_last_lsn": w["last_lsn"]}
+
     def check_invariants(self) -> None:
         self._engine.check_invariants()
 

@@ -89,8 +89,8 @@ class ServerConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        assert hasattr(transport, "pause_reading"), transport  # uvloop transports are not asyncio.Transport subclasses
+        self._transport = transport  # uvloop: not an asyncio.Transport subclass
         self.peer = transport.get_extra_info("peername")
         cfg = self._server.config
         transport.set_write_buffer_limits(high=cfg.outbound_pending_size_high,

@@ -24,7 +24,8 @@ LOG_LINES_MAX = 2_000
 
 class NodeProcess:
     def __init__(self, data_dir: Path, *extra_args: str, http: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 listen: str = "127.0.0.1:0", env: dict[str, str] | None = None) -> None:
+        self.listen = listen
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
         self.http = http
@@ -37,7 +38,7 @@ class NodeProcess:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout_s: float = 30.0) -> "NodeProcess":
-        args = [sys.executable, "-m", "qnode.cli", "start", "--listen", "127.0.0.1:0",
+        args = [sys.executable, "-m", "qnode.cli", "start", "--listen", self.listen,
                 "--http", "127.0.0.1:0" if self.http else "off",
                 "--data-dir", str(self.data_dir), *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))

@@ -127,8 +127,9 @@ def test_protected_mode_refuses_a_public_listener_without_the_flag(tmp_path):
          "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
     assert "--insecure-no-auth" in result.stderr
-    node = NodeProcess(tmp_path / "d2", "--insecure-no-auth").start()
+    node = NodeProcess(tmp_path / "d2", "--insecure-no-auth", listen="0.0.0.0:0").start()
     try:
+        assert node.log[0].endswith(f"listening binary={node.binary} http=off")
         node.wait_for_log("WARNING.*without authentication")
     finally:
         node.stop()
