@@ -25,6 +25,7 @@ import asyncio
 import heapq
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,6 +94,10 @@ class Wal:
         self._batches = 0
         self._records = 0
         self._bytes = 0
+        self._fsync_seconds_total = 0.0
+        self._fsync_seconds_max = 0.0
+        self._backpressure_rejections = 0
+        self._disk_full_rejections = 0
 
     @classmethod
     async def open(cls, directory: str | Path, config: WalConfig,
@@ -200,14 +205,16 @@ class Wal:
 
     def _admit(self, size: int) -> None:
         if self._failed is not None:
-            raise self._failed
+            raise WalFailed(self._failed.message)
         if self._closing:
             raise ShuttingDown("the wal is closing")
         if self._pending_size + size > self._config.pending_size_max:
+            self._backpressure_rejections += 1
             raise WalBackpressure(f"{self._pending_size} bytes are waiting for fsync "
                                   f"(pending_size_max {self._config.pending_size_max})",
                                   retry_after_ms=10)
         if self._free_bytes - self._pending_size - size < self._config.disk_reserve_size:
+            self._disk_full_rejections += 1
             raise DiskFull(f"free space {self._free_bytes} bytes minus pending is below the "
                            f"reserve of {self._config.disk_reserve_size} bytes", retry_after_ms=1000)
 
@@ -228,7 +235,7 @@ class Wal:
         if lsn <= self._durable_lsn:
             return
         if self._failed is not None:
-            raise self._failed
+            raise WalFailed(self._failed.message)
         if lsn > self._last_lsn:
             raise InvalidParameter(f"lsn {lsn} was never appended (last lsn {self._last_lsn})")
         fut = self._loop.create_future()
@@ -277,12 +284,17 @@ class Wal:
         return count, size
 
     def _write_and_sync(self, batch: list[tuple[int, bytes]], expected_last: int,
-                        size: int) -> tuple[int, int, int]:
-        """On the WAL thread: one write, one fdatasync. Returns (durable lsn, size, free bytes)."""
+                        size: int) -> tuple[int, int, int, float]:
+        """On the WAL thread: one write, one fdatasync.
+
+        Returns (durable lsn, size, free bytes, fsync seconds).
+        """
         last = self._log.write_validated(batch)
         assert last == expected_last, (last, expected_last)
+        started = time.perf_counter()
         durable = self._log.sync()
-        return durable, size, self._log.free_bytes()
+        fsync_s = time.perf_counter() - started
+        return durable, size, self._log.free_bytes(), fsync_s
 
     def _on_batch_done(self, fut: asyncio.Future) -> None:
         self._inflight = None
@@ -294,8 +306,10 @@ class Wal:
             log.error("wal: write or fsync failed; the wal accepts nothing more", exc_info=exc)
             self._fail(WalFailed(f"wal write or fsync failed: {exc!r}"))
             return
-        durable, size, free = fut.result()
+        durable, size, free, fsync_s = fut.result()
         self._fsyncs += 1
+        self._fsync_seconds_total += fsync_s
+        self._fsync_seconds_max = max(self._fsync_seconds_max, fsync_s)
         self._pending_size -= size
         self._free_bytes = free
         self._advance(durable)
@@ -324,14 +338,18 @@ class Wal:
         waiters, self._waiters = self._waiters, []
         for _, _, fut in waiters:
             if not fut.done():
-                fut.set_exception(error)
+                fut.set_exception(WalFailed(error.message))
 
     # --- maintenance -------------------------------------------------------------------------
     async def _run_exclusive(self, fn: Callable[[], object]) -> object:
-        """Run `fn` on the WAL thread once no batch is in flight and nothing is queued."""
+        """Run `fn` on the WAL thread once no batch is in flight and nothing is queued.
+
+        Waits for a quiet moment: under a never-ending stream of appends it waits as long.
+        Only truncate_after and close need it; both come when appends have stopped.
+        """
         while True:
             if self._failed is not None:
-                raise self._failed
+                raise WalFailed(self._failed.message)
             if self._inflight is None and not self._pending:
                 break
             await self._idle.wait()
@@ -342,7 +360,7 @@ class Wal:
         except OSError as e:
             log.error("wal: maintenance I/O failed; the wal accepts nothing more", exc_info=e)
             self._fail(WalFailed(f"wal I/O failed: {e!r}"))
-            raise self._failed from e
+            raise WalFailed(self._failed.message) from e
 
     async def checkpoint(self, lsn: int, payload: bytes | Iterable[bytes]) -> None:
         """Durably store the engine state as of `lsn` and retire the segments it covers.
@@ -362,7 +380,7 @@ class Wal:
         except OSError as e:
             log.error("wal: checkpoint I/O failed; the wal accepts nothing more", exc_info=e)
             self._fail(WalFailed(f"wal checkpoint I/O failed: {e!r}"))
-            raise self._failed from e
+            raise WalFailed(self._failed.message) from e
 
     async def truncate_after(self, lsn: int) -> None:
         """Flush, then durably drop every record with LSN > lsn (Raft suffix truncation)."""
@@ -383,6 +401,10 @@ class Wal:
             "last_lsn": self._last_lsn,
             "segments": self._log.segment_count,
             "free_bytes": self._free_bytes,
+            "fsync_seconds_avg": self._fsync_seconds_total / self._fsyncs if self._fsyncs else 0.0,
+            "fsync_seconds_max": self._fsync_seconds_max,
+            "backpressure_rejections": self._backpressure_rejections,
+            "disk_full_rejections": self._disk_full_rejections,
         }
 
     async def close(self) -> None:
@@ -395,6 +417,8 @@ class Wal:
                 await self.sync(self._last_lsn)
             if self._failed is None:
                 await self._run_exclusive(self._log.close)
+            else:
+                await self._loop.run_in_executor(self._executor, self._log.close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)

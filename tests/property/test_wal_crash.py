@@ -1,9 +1,9 @@
 """Crash model: random batches, syncs, checkpoints and MemFs power losses (hypothesis).
 
-Goal: after any crash, recovery opens the log, and replay is a prefix of what was written that
-contains at least every synced record (STYLE.md §2.3 "after a crash, WAL replay equals the
+Goal: after any crash, recovery opens the log, and replay is a prefix of what was written (after
+suffix truncations) that contains at least every synced record (STYLE.md §2.3 "after a crash, WAL replay equals the
 durable state"); the log stays appendable across repeated crashes. Method: drive SegmentedLog
-directly over MemFs with operations drawn by hypothesis; `MemFs.crash(random.Random(seed))` keeps
+directly over MemFs with operations (write, sync, checkpoint, truncate_after) drawn by hypothesis; `MemFs.crash(random.Random(seed))` keeps
 durable bytes and may keep nothing, all, a prefix or a random page subset of the rest.
 """
 
@@ -22,6 +22,7 @@ ops = st.lists(
         st.tuples(st.just("write"), st.lists(st.integers(min_value=0, max_value=1500), min_size=1, max_size=6)),
         st.tuples(st.just("sync"), st.none()),
         st.tuples(st.just("checkpoint"), st.none()),
+        st.tuples(st.just("truncate"), st.floats(min_value=0, max_value=1)),
     ),
     min_size=1, max_size=25,
 )
@@ -54,6 +55,16 @@ def test_replay_after_crash_is_a_prefix_holding_every_synced_record(rounds):
                     written[last - len(records) + 1 + i] = body
             elif op == "sync":
                 synced_lsn = seglog.sync()
+            elif op == "truncate":
+                # Raft suffix truncation: anywhere between the checkpoint and the end.
+                floor = seglog.checkpoint_lsn
+                lsn = floor + int(arg * (seglog.last_lsn - floor))
+                seglog.truncate_after(lsn)
+                for gone in [x for x in written if x > lsn]:
+                    del written[gone]
+                last = seglog.last_lsn
+                assert last == lsn
+                synced_lsn = min(synced_lsn, lsn)
             elif seglog.durable_lsn > seglog.checkpoint_lsn:
                 lsn = seglog.durable_lsn
                 seglog.write_checkpoint(lsn, b"ckpt-%d" % lsn)

@@ -135,6 +135,7 @@ async def test_pending_bound_gives_backpressure(tmp_path):
             wal.append(16, body)
             accepted += 1
     assert info.value.code is ErrorCode.BUSY
+    assert wal.stats()["backpressure_rejections"] == 1
     assert accepted == limits.wal_batch_size_max // (len(body) + 21)
     await wal.sync(wal.last_lsn)
     wal.append(16, body)           # drained: accepted again
@@ -154,6 +155,7 @@ async def test_disk_reserve_gives_disk_full_before_the_disk_is_full():
     assert 30 <= written < 40
     assert fs.free_bytes("/wal") >= reserve - 2048   # the device itself never filled up
     assert wal.durable_lsn == written                # everything accepted is durable
+    assert wal.stats()["disk_full_rejections"] == 1
     await wal.close()
 
 
@@ -172,6 +174,8 @@ async def test_fsync_failure_fails_every_waiter_and_later_calls():
     with pytest.raises(WalFailed):
         await wal.sync(lsns[-1])
     assert wal.durable_lsn == 1
+    with pytest.raises(WalFailed):
+        await wal.truncate_after(0)
     await wal.close()
 
 
