@@ -338,6 +338,9 @@ def _attach_optional_commands() -> None:
     from qnode.bench import bench
 
     main.add_command(bench, "bench")
+    from qnode.dlq_cli import dlq
+
+    main.add_command(dlq, "dlq")
 
 
 _attach_optional_commands()
