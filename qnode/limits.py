@@ -84,5 +84,6 @@ client_attempts_max = 5                   # tries of one call across reconnects 
 client_backoff_base_ms = 50               # first reconnect backoff; doubles per attempt, jittered
 client_backoff_max_ms = 2_000             # cap of one backoff sleep
 client_auto_extend_max_ms = visibility_timeout_ms_max   # auto_extend never holds a message longer
+hello_timeout_ms = 10_000                 # a connection that sends no HELLO within this is closed
 assert push_prefetch_max >= 1
 assert client_backoff_base_ms <= client_backoff_max_ms

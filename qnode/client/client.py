@@ -551,7 +551,10 @@ class Client:
                               timeout: float | None = None,
                               push_capacity: int | None = None) -> tuple[ClientConnection, Any]:
         loop = asyncio.get_running_loop()
-        timeout_s = (timeout if timeout is not None else self.request_timeout_ms / 1000) + extra_s
+        timeout_s = timeout if timeout is not None else self.request_timeout_ms / 1000
+        if extra_s:
+            # A long poll: never time it out before its wait plus a margin.
+            timeout_s = max(timeout_s, limits.client_long_poll_margin_ms / 1000) + extra_s
         deadline = loop.time() + timeout_s
         rid = uuid.uuid4().hex if op in MUTATING_OPS else None
         attempt = 0

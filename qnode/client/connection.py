@@ -170,8 +170,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # uvloop: not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         core = self._core

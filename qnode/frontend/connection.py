@@ -29,7 +29,7 @@ from qnode.frontend.api import Consumer
 from qnode.protocol import payloads
 from qnode.protocol.connection import ConnectionEnded, ProtocolConnection, Role, State
 from qnode.protocol.errors import (
-    InternalError, OverLimit, QnodeError, ResourceNotFound, ShuttingDown,
+    InternalError, OverLimit, ProtocolViolation, QnodeError, ResourceNotFound, ShuttingDown,
 )
 from qnode.protocol.framing import NEED_DATA
 from qnode.protocol.messages import (
@@ -86,6 +86,7 @@ class ServerConnection(asyncio.Protocol):
         self._subs: dict[int, _Subscription] = {}
         self._next_sid = 1
         self.peer: Any = None
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +98,13 @@ class ServerConnection(asyncio.Protocol):
                                           low=cfg.outbound_pending_size_high // 4)
         if not self._server.admit(self):
             self._fail(OverLimit("too many connections"))
+            return
+        self._hello_timer = self._loop.call_later(cfg.hello_timeout_ms / 1000, self._on_hello_timeout)
+
+    def _on_hello_timeout(self) -> None:
+        self._hello_timer = None
+        if self._core.state is State.HELLO_PENDING and not self._closed:
+            self._fail(ProtocolViolation("no HELLO within the hello timeout"))
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -122,6 +130,9 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self._out.clear()
         self._out_size = 0
         self._can_write.set()
@@ -172,6 +183,9 @@ class ServerConnection(asyncio.Protocol):
 
     def _on_hello(self, hello: Hello) -> None:
         # TODO(#auth): check hello.auth here once authentication exists.
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self._write(HelloReply(self._server.hello_info))
 
     def _start_request(self, req: Request) -> None:
@@ -317,7 +331,7 @@ class ServerConnection(asyncio.Protocol):
         sub = _Subscription(sid, consumer)
         sub.task = self._loop.create_task(self._pump(sub))
         self._push_tasks.add(sub.task)
-        sub.task.add_done_callback(self._push_tasks.discard)
+        sub.task.add_done_callback(self._push_done)
         self._subs[sid] = sub
         return sid
 
@@ -336,6 +350,11 @@ class ServerConnection(asyncio.Protocol):
         if sub.task is not None:
             sub.task.cancel()
         await sub.consumer.close()
+
+    def _push_done(self, task: asyncio.Task) -> None:
+        self._push_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("push subscription failed", exc_info=task.exception())
 
     async def _pump(self, sub: _Subscription) -> None:
         """Move pushed messages from the consumer to the wire; credit bounds how many."""

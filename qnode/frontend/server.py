@@ -45,6 +45,7 @@ class ServerConfig:
     subscriptions_per_connection_max: int = limits.subscriptions_per_connection_max
     push_prefetch_max: int = limits.push_prefetch_max
     durability_default: str = "fsync"                                 # advertised in HELLO
+    hello_timeout_ms: int = limits.hello_timeout_ms                   # close silent connections
     backlog_count: int = 1024                                         # listen() backlog
 
     def __post_init__(self) -> None:
@@ -63,7 +64,8 @@ class ServerConfig:
         if self.msgpack_bin_len_max > self.frame_size_max:
             p.append("msgpack_bin_len_max must not exceed frame_size_max")
         for name in ("connections_max", "request_id_cache_count_max", "request_id_ttl_ms",
-                     "subscriptions_per_connection_max", "push_prefetch_max", "frame_size_max"):
+                     "subscriptions_per_connection_max", "push_prefetch_max", "frame_size_max",
+                     "hello_timeout_ms"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be positive")
         return p
@@ -135,8 +137,13 @@ class BinaryServer:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                for conn in conns:
+                    await conn.close_subscriptions()
+        except TimeoutError:
+            log.warning("push subscriptions did not close within the stop timeout")
         for conn in conns:
-            await conn.close_subscriptions()
             conn.close()
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_ms / 1000)

@@ -264,3 +264,16 @@ async def test_peer_closing_its_side_still_gets_inflight_replies():
         await c.close()
     finally:
         await server.stop(1000)
+
+
+async def test_connection_without_hello_is_closed_after_the_hello_timeout():
+    server = await start_server(hello_timeout_ms=50)
+    try:
+        c = await RawClient.connect(server, hello=False)
+        ev = await c.event()
+        assert type(ev) is Goodbye
+        assert ev.code == ErrorCode.PROTOCOL_ERROR
+        assert await c.reader.read() == b""
+        await c.close()
+    finally:
+        await server.stop(1000)
