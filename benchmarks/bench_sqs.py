@@ -102,9 +102,9 @@ def _consumer(url: str, qurl: str, start_at: float, stop_at: float, deleted, out
     out.put({"receive": recv_lat, "delete": del_lat, "cycles": cycles})
 
 
-def run_load(url: str) -> dict:
+def run_load(url: str, attributes: dict | None = None) -> dict:
     c = _client(url)
-    qurl = c.create_queue(QueueName="bench")["QueueUrl"]
+    qurl = c.create_queue(QueueName="bench", Attributes=attributes or {})["QueueUrl"]
     ctx = mp.get_context("spawn")
     sent, deleted = ctx.Value("q", 0), ctx.Value("q", 0)
     out = ctx.Queue()
@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--qnode-url", default=None, help="use a running node instead")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--qnode-durability", default=None, choices=("fsync", "interval", "memory"),
+                    help="qnode:Durability of qnode's bench queue (default: the queue default, fsync)")
     ap.add_argument("--measure-s", type=float, default=MEASURE_S)
     ap.add_argument("--warmup-s", type=float, default=WARMUP_S)
     args = ap.parse_args()
@@ -209,12 +211,14 @@ def main() -> None:
     for run in range(args.runs):
         for target in args.targets.split(","):
             with tempfile.TemporaryDirectory(prefix="bench-sqs-") as tmp:
+                attrs = ({"qnode:Durability": args.qnode_durability}
+                         if target == "qnode" and args.qnode_durability else None)
                 if target == "qnode" and args.qnode_url:
-                    result = run_load(args.qnode_url)
+                    result = run_load(args.qnode_url, attrs)
                 else:
                     server = Server(target, Path(tmp))
                     try:
-                        result = run_load(server.url)
+                        result = run_load(server.url, attrs)
                     finally:
                         server.stop()
             report.setdefault(target, []).append(result)

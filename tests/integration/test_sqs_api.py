@@ -153,6 +153,8 @@ async def test_send_receive_delete_with_attributes_and_md5(sqs_endpoint):
                                   "DataType": "String", "StringValue": "Root=1-abc"}})
         assert sent["MD5OfMessageBody"] == hashlib.md5(body.encode()).hexdigest()
         assert sent["MD5OfMessageAttributes"] == md5_attrs(attrs)
+        assert sent["MD5OfMessageSystemAttributes"] == md5_attrs(
+            {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-abc"}})
         msgs = c.receive_message(QueueUrl=q, MessageAttributeNames=["All"],
                                  AttributeNames=["All"], WaitTimeSeconds=1)["Messages"]
         [m] = msgs

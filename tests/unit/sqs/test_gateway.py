@@ -274,6 +274,29 @@ async def test_sigv4_enforced_when_credentials_are_configured(signed_gateway):
     await asyncio.to_thread(run)
 
 
+async def test_presigned_get_request_is_accepted(signed_gateway):
+    url, api, _ = signed_gateway
+    await api.create_queue("presigned")
+
+    def run():
+        from botocore.auth import SigV4QueryAuth
+        req = AWSRequest(method="GET", url=url + "/000000000000/presigned",
+                         params={"Action": "GetQueueAttributes", "AttributeName.1": "All"})
+        SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "sqs", "us-west-2",
+                       expires=60).add_auth(req)
+        signed_url = req.prepare().url
+        assert "X-Amz-Signature=" in signed_url
+        with urllib.request.urlopen(signed_url, timeout=10) as r:
+            body = r.read()
+        assert b"<Name>QueueArn</Name>" in body
+        tampered = signed_url.replace("AttributeName.1=All", "AttributeName.1=QueueArn")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(tampered, timeout=10)
+        assert info.value.code == 403
+        assert b"SignatureDoesNotMatch" in info.value.read()
+    await asyncio.to_thread(run)
+
+
 async def test_body_over_the_bound_is_413_in_the_request_protocol(gateway):
     url, _, server = gateway
     limit = server.gateway._settings.body_size_max
