@@ -224,6 +224,7 @@ class Engine:
                 q.add(m)
                 self._usage.bytes += m.size
                 self._place(q, m, now_ms, restoring=True)
+        self._sweep(now_ms)
         self._sweep_at_ms = now_ms + self.config.sweep_interval_ms
         self._check_invariants()
 
@@ -308,6 +309,7 @@ class Engine:
             self._next_seq = max(self._next_seq, m.seq + 1)
         for key, mid, seqno, expiry_ms in dedups:
             q.dedup[key] = (mid, seqno, expiry_ms)
+            q.dedup.move_to_end(key)       # the sweep relies on expiry order
 
     def snapshot(self) -> bytes:
         """Checkpoint payload of the whole state. Call only right after the outbox was logged
@@ -733,6 +735,11 @@ class Engine:
             return True
 
         taken = q.take(n, accept)
+        if vis_ms == 0 and not delete:
+            for m in taken:                  # visible again at once (SQS VisibilityTimeout=0)
+                q.make_ready(m)
+            if taken:
+                self._mark_dirty(q)
         durable = q.durability != "memory"
         if received and durable:
             self._log(rec.RECEIVE, [q.queue_id, received])

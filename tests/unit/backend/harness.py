@@ -127,6 +127,7 @@ class Harness:
     def restart(self, upto_lsn: int | None = None) -> None:
         """Crash-restart: keep only the log up to `upto_lsn` (default: everything durable)."""
         upto = self.durable if upto_lsn is None else upto_lsn
+        self.seed += 1_000_003     # a new process draws new message ids
         self.engine = self.recovered(upto)
         self.log = [r for r in self.log if r[0] <= upto]
         self.lsn = upto
