@@ -187,6 +187,7 @@ class BinaryServer:
 
     def status(self) -> dict:
         return {
+            **{k: v for k, v in self.node_info.items() if isinstance(v, (str, int, float, bool, list))},
             **self.hello_info,
             "uptime_ms": (time.monotonic_ns() - self._started_ns) // 1_000_000,
             "connections": len(self._connections),
