@@ -12,6 +12,7 @@ Must never: import asyncio, socket, os, time or random (this module is used by t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Mapping
@@ -102,8 +103,9 @@ class Meta:
             key, value = pair
             if not isinstance(key, str) or not 0 < len(key) <= LOAD_KEY_LENGTH_MAX:
                 raise ValueError("load names must be short non-empty str")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError("load values must be numbers")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ValueError("load values must be finite numbers")
             if previous is not None and key <= previous:
                 raise ValueError("load must be sorted by name without duplicates (use Meta.build)")
             previous = key

@@ -81,7 +81,8 @@ class _Node:
 class SwimSimulation:
     """N SWIM cores on the harness. See the module docstring."""
 
-    def __init__(self, seed: int, options: SwimSimOptions, trace_echo: bool = False) -> None:
+    def __init__(self, seed: int, options: SwimSimOptions, trace_echo: bool = False,
+                 keep_events: bool = False) -> None:
         self.seed = seed
         self.options = options
         self.sim = Simulation(seed, options, trace_echo=trace_echo)
@@ -106,6 +107,10 @@ class SwimSimulation:
         self.false_down_count = 0
         self.false_suspect_count = 0
         self.rejoin_failed_count = 0
+        # (time_ns, observer, event) of every membership event, for tests that drive the
+        # cluster by hand (start / crash / net.cut / sim.run); off for long runs.
+        self.keep_events = keep_events
+        self.events: list[tuple[int, str, object]] = []
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -154,6 +159,19 @@ class SwimSimulation:
         node.swim.join([self.nodes[s].address for s in seeds])
         self._pump(node)
 
+    def swim(self, node_id: str) -> Swim:
+        swim = self.nodes[node_id].swim
+        assert swim is not None, f"{node_id} is not running"
+        return swim
+
+    def pump(self, node_id: str) -> None:
+        """Carry out a core's effects after a test called it directly (leave, update_meta)."""
+        self._pump(self.nodes[node_id])
+
+    def events_of(self, observer: str, kind: type, member: str) -> list[tuple[int, object]]:
+        return [(t, e) for t, o, e in self.events
+                if o == observer and isinstance(e, kind) and e.member.node_id == member]  # type: ignore[attr-defined]
+
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
         assert node.swim is not None
@@ -169,6 +187,8 @@ class SwimSimulation:
 
     def _observe(self, observer: str, event: object) -> None:
         member = event.member      # type: ignore[attr-defined]
+        if self.keep_events:
+            self.events.append((self.sim.now_ns, observer, event))
         self.sim.record(observer, f"{type(event).__name__} {member.node_id} inc={member.incarnation}")
         target = member.node_id
         if isinstance(event, MemberDown):
