@@ -4,8 +4,8 @@ Run: `.venv/bin/python benchmarks/bench_wal.py [--dir DIR] [--runs 3] [--no-fsyn
 
 Each appender loops `lsn = wal.append(16, body); await wal.sync(lsn)` for a bounded count. For
 1, 16, 64 and 256 appenders it prints the median of `--runs` runs (appends/s, MB/s, average
-records per fsync), beside the raw `write + fdatasync` rate of 1 KiB in the same directory in
-the same run: group commit should beat that rate by roughly the batch size. Every run uses a
+records per fsync), beside the raw `write + fdatasync` rate of 1 KiB in the same directory, measured just before
+each run (the disk is shared, so its rate drifts): group commit should beat that rate by roughly the batch size. Every run uses a
 fresh log in a temp dir under `--dir` (default: the current directory, i.e. a real disk; /tmp
 may be tmpfs where fdatasync costs nothing) and deletes it afterwards.
 """
@@ -28,7 +28,7 @@ from qnode.wal.writer import Wal, WalConfig  # noqa: E402
 RECORD_SIZE = 1024
 APPENDERS = (1, 16, 64, 256)
 RECORDS = {1: 3_000, 16: 30_000, 64: 80_000, 256: 120_000}    # per run: bounded
-RAW_FSYNC_COUNT = 3_000
+RAW_FSYNC_COUNT = 1_000
 
 
 def raw_fdatasync_rate(directory: str) -> float:
@@ -82,12 +82,13 @@ def main() -> None:
         runner = asyncio.run
     base = tempfile.mkdtemp(prefix="bench-wal-", dir=args.dir)
     try:
-        raw = raw_fdatasync_rate(base)
-        print(f"raw write+fdatasync of {RECORD_SIZE} B in {base}: {raw:,.0f} ops/s")
-        print(f"{'appenders':>9} {'appends/s':>11} {'MB/s':>7} {'recs/fsync':>10}  (median of {args.runs})")
+        print(f"1 KiB records in {base}, fsync={'off' if args.no_fsync else 'on'}; "
+              f"median of {args.runs} runs; raw = write+fdatasync ops/s measured just before each run")
+        print(f"{'appenders':>9} {'appends/s':>11} {'MB/s':>7} {'recs/fsync':>10} {'raw fsync/s':>11}")
         for n in APPENDERS:
-            rates, batch_sizes = [], []
+            rates, batch_sizes, raws = [], [], []
             for run in range(args.runs):
+                raws.append(raw_fdatasync_rate(base))
                 d = os.path.join(base, f"wal-{n}-{run}")
                 rate, batch = runner(one_run(d, n, RECORDS[n], not args.no_fsync))
                 shutil.rmtree(d)
@@ -95,7 +96,7 @@ def main() -> None:
                 batch_sizes.append(batch)
             rate = statistics.median(rates)
             print(f"{n:>9} {rate:>11,.0f} {rate * RECORD_SIZE / 1e6:>7.1f} "
-                  f"{statistics.median(batch_sizes):>10.1f}")
+                  f"{statistics.median(batch_sizes):>10.1f} {statistics.median(raws):>11,.0f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
