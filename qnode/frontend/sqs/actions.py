@@ -34,6 +34,7 @@ from qnode.protocol.errors import (BatchEntryIdsNotDistinct, BatchRequestTooLong
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 LIST_RESULTS_MAX = 1000
 MOVE_TASKS_RESULTS_MAX = 10
+PARAM_ITEMS_COUNT_MAX = 1000       # list/map parameters (SQS's own are far smaller: 50 tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,8 @@ def _list(p: Mapping, key: str) -> list[str]:
         return [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidParameter(f"Value for parameter {key} must be a list of strings.")
+    if len(value) > PARAM_ITEMS_COUNT_MAX:
+        raise InvalidParameter(f"Parameter {key} has more than {PARAM_ITEMS_COUNT_MAX} items.")
     return value
 
 
@@ -101,7 +104,11 @@ def _map(p: Mapping, key: str) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidParameter(f"Value for parameter {key} must be a map.")
-    return {str(k): str(v) for k, v in value.items()}
+    if len(value) > PARAM_ITEMS_COUNT_MAX:
+        raise InvalidParameter(f"Parameter {key} has more than {PARAM_ITEMS_COUNT_MAX} entries.")
+    if not all(isinstance(v, str) for v in value.values()):
+        raise InvalidParameter(f"Values of parameter {key} must be strings.")
+    return {str(k): v for k, v in value.items()}
 
 
 def _queue(p: Mapping, ctx: Context) -> str:

@@ -25,8 +25,8 @@ from qnode.frontend.api import QueueApi
 from qnode.frontend.sqs import actions, query
 from qnode.frontend.sqs.errors import GatewayError, Rendered, render_json, render_xml
 from qnode.frontend.sqs.sigv4 import SignedRequest, SigV4Verifier
-from qnode.protocol.errors import (Busy, ErrorCode, InternalError, ProtocolViolation,
-                                   QnodeError)
+from qnode.protocol.errors import (Busy, ErrorCode, InternalError, InvalidParameter,
+                                   ProtocolViolation, QnodeError)
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +124,22 @@ class SqsGateway:
             action = request.headers["X-Amz-Target"][len(_TARGET_PREFIX):]
             try:
                 params = json.loads(body) if body else {}
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 raise ProtocolViolation("The request body is not valid JSON.") from None
             if not isinstance(params, dict):
                 raise ProtocolViolation("The request body must be a JSON object.")
         else:
-            pairs = list(parse_qsl(request.query_string, keep_blank_values=True))
-            if request.method == "POST" and body:
-                try:
+            bound = query.PARAMS_COUNT_MAX
+            try:
+                pairs = parse_qsl(request.query_string, keep_blank_values=True,
+                                  max_num_fields=bound)
+                if request.method == "POST" and body:
                     pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                       strict_parsing=False)
-                except UnicodeDecodeError:
-                    raise ProtocolViolation("The form body is not UTF-8.") from None
+                                       max_num_fields=bound)
+            except UnicodeDecodeError:
+                raise ProtocolViolation("The form body is not UTF-8.") from None
+            except ValueError:
+                raise InvalidParameter(f"More than {bound} request parameters.") from None
             pairs = [(k, v) for k, v in pairs if not k.startswith("X-Amz-")]
             params = query.parse_params(pairs)
             action = str(params.pop("Action", "") or "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -364,3 +365,48 @@ async def test_inflight_bound_answers_503_service_unavailable():
         assert status == 200
     finally:
         await server.stop()
+
+
+async def test_malformed_requests_get_typed_4xx_never_500(gateway):
+    url, api, _ = gateway
+    await api.create_queue("robust")
+    qurl = f"{url}/000000000000/robust"
+    rng = random.Random(5)
+
+    def run():
+        cases = [
+            ("SendMessage", b"{not json"),
+            ("SendMessage", b"[" * 100_000),
+            ("SendMessage", b'"a string"'),
+            ("SendMessage", b"\xff\xfe"),
+            ("SendMessage", json.dumps({"QueueUrl": qurl, "MessageBody": 5}).encode()),
+            ("SendMessageBatch", json.dumps({"QueueUrl": qurl, "Entries": "x"}).encode()),
+            ("SendMessageBatch", json.dumps({"QueueUrl": qurl, "Entries": [{"Id": 1}]}).encode()),
+            ("ReceiveMessage", json.dumps({"QueueUrl": qurl, "MaxNumberOfMessages": "ten"}).encode()),
+            ("ReceiveMessage", json.dumps({"QueueUrl": qurl, "WaitTimeSeconds": True}).encode()),
+            ("TagQueue", json.dumps({"QueueUrl": qurl, "Tags": {"k": 1}}).encode()),
+            ("UntagQueue", json.dumps({"QueueUrl": qurl, "TagKeys": ["k"] * 1001}).encode()),
+            ("SetQueueAttributes", json.dumps({"QueueUrl": qurl, "Attributes": []}).encode()),
+            ("NoSuchAction", b"{}"),
+        ]
+        for _ in range(40):
+            blob = {"QueueUrl": qurl, "MessageBody": "".join(
+                chr(rng.randrange(0, 0x110000)) for _ in range(rng.randrange(1, 20))),
+                "MessageAttributes": {"".join(chr(rng.randrange(32, 127)) for _ in range(3)): {
+                    "DataType": rng.choice(["String", "Number", "Binary", "X", ""]),
+                    "StringValue": rng.choice(["1", "x", ""]), "BinaryValue": "AA=="}}}
+            cases.append(("SendMessage", json.dumps(blob).encode()))
+        for action, body in cases:
+            status, reply, headers = _raw(url, {}, json_target=action, body=body)
+            assert 200 <= status < 500, (action, body[:80], status, reply)
+            if status >= 400:
+                assert "x-amzn-query-error" in headers
+                assert json.loads(reply)["__type"].startswith("com.amazonaws.sqs#")
+        too_many = "&".join(f"K{i}=v" for i in range(3000)).encode()
+        status, reply, _ = _raw(url, {}, body=b"Action=ListQueues&" + too_many)
+        assert status == 400
+        assert b"<Code>InvalidParameterValue</Code>" in reply
+        status, reply, _ = _raw(url, {}, body=b"Version=2012-11-05")
+        assert status == 400
+        assert b"<Code>MissingAction</Code>" in reply
+    await asyncio.to_thread(run)
