@@ -2,15 +2,17 @@
 
 The package exports the embedded client (`qnode.Client`, `qnode.SyncClient`) and the typed
 errors every call may raise (`qnode.QueueDoesNotExist`, `qnode.Unavailable`, ...; all are
-`qnode.QnodeError` and carry a stable `.code`).
+`qnode.QnodeError` subclasses and carry a stable `.code`). Error classes are re-exported from
+`qnode.protocol.errors` by scanning it, so a code appended there is exported here too.
 """
 
 import qnode.protocol.errors as _errors
 from qnode.client import Client, Message, Queue, Sent, SyncClient
-from qnode.protocol.errors import *  # noqa: F401,F403  (every error class, ErrorCode)
-from qnode.protocol.errors import ErrorCode, QnodeError, error_for_code
+from qnode.protocol.errors import ErrorCode, QnodeError, error_for_code, error_from_wire
 
-__all__ = ["Client", "SyncClient", "Message", "Queue", "Sent", "ErrorCode", "QnodeError",
-           "error_for_code"] + sorted(
-    name for name, value in vars(_errors).items()
-    if isinstance(value, type) and issubclass(value, QnodeError) and value is not QnodeError)
+_ERROR_CLASSES = {name: value for name, value in vars(_errors).items()
+                  if isinstance(value, type) and issubclass(value, QnodeError)}
+globals().update(_ERROR_CLASSES)
+
+__all__ = ["Client", "SyncClient", "Message", "Queue", "Sent", "ErrorCode", "error_for_code",
+           "error_from_wire", *sorted(_ERROR_CLASSES)]

@@ -346,14 +346,14 @@ class Consumption:
                     self._start_extender(msg)
                 return msg
             # The subscription ended (connection lost or the server ended it): resubscribe.
-            error = self._buf.end_error
+            error = self._buf.end_error or Unavailable("the subscription ended")
             self._buf = None
             self.conn = None
             self._stop_extenders()
             if self._closed:
                 raise StopAsyncIteration
             attempts += 1
-            if error is not None and (error.code not in RETRY_CODES or attempts >= self.client.attempts_max):
+            if error.code not in RETRY_CODES or attempts >= self.client.attempts_max:
                 raise error
             await self.client._backoff(attempts, None)
 
@@ -563,12 +563,15 @@ class Client:
             conn: ClientConnection | None = None
             try:
                 conn = await self._connection(deadline)
-                fut = conn.request(op, args, rid, push_capacity=push_capacity)
+                fut = None
                 try:
                     async with asyncio.timeout_at(deadline):
+                        await conn.wait_writable()
+                        fut = conn.request(op, args, rid, push_capacity=push_capacity)
                         return conn, await fut
                 except TimeoutError:
-                    conn.forget(fut)
+                    if fut is not None:
+                        conn.forget(fut)
                     raise RequestTimeout(f"{op} got no reply within {timeout_s:.3g} s") from None
             except QnodeError as exc:
                 if exc.code not in RETRY_CODES or attempt >= self.attempts_max or self._closed:

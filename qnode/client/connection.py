@@ -82,6 +82,8 @@ class ClientConnection(asyncio.Protocol):
         self._hello: asyncio.Future = self._loop.create_future()
         self._lost: asyncio.Future = self._loop.create_future()
         self._error: QnodeError | None = None
+        self._writable = asyncio.Event()       # cleared while the transport's buffer is full
+        self._writable.set()
         self.server_info: dict = {}
 
     @classmethod
@@ -110,6 +112,17 @@ class ClientConnection(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)
+
+    async def wait_writable(self) -> None:
+        """Backpressure: wait while the transport is paused (its buffer is over the high mark)."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -239,6 +252,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionLost(f"connection to {self.address} lost"
                                   + (f": {exc}" if exc is not None else "")))
+        self._writable.set()      # wake writers: they will see the connection is closed
         if not self._lost.done():
             self._lost.set_result(None)
 
