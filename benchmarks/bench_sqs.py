@@ -1,8 +1,9 @@
 """End-to-end SQS benchmark: boto3 single-message send -> receive -> delete, same client code
 against three servers, one run each (or `--runs N`, medians reported):
 
-- qnode:  HttpServer + BackendService in their own process (benchmarks/sqs/serve_qnode.py),
-          or an already-running node with `--qnode-url`;
+- qnode:  a real node process (`qnode start --http 127.0.0.1:0`), or an already-running node
+          with `--qnode-url`; `qnode-service` runs HttpServer + BackendService alone
+          (benchmarks/sqs/serve_qnode.py);
 - moto:   `moto_server` (pip install 'moto[server]'; benchmark-only, not a test dependency);
 - floor:  a do-nothing aiohttp endpoint with canned replies (benchmarks/sqs/floor_server.py).
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -140,7 +142,13 @@ class Server:
 
     def __init__(self, target: str, tmp: Path) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.log_path = tmp / f"{target}.log"
         if target == "qnode":
+            # A real node: `qnode start` prints `listening binary=... http=...` on stderr.
+            args = [sys.executable, "-m", "qnode.cli", "start", "--listen", "127.0.0.1:0",
+                    "--http", "127.0.0.1:0", "--data-dir", str(tmp / "data"),
+                    "--log-level", "warning"]
+        elif target == "qnode-service":
             args = [sys.executable, str(HERE / "sqs" / "serve_qnode.py"), str(tmp / "data")]
         elif target == "floor":
             args = [sys.executable, str(HERE / "sqs" / "floor_server.py")]
@@ -151,10 +159,23 @@ class Server:
             self.url = f"http://127.0.0.1:{port}"
         else:
             raise SystemExit(f"unknown target {target}")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log,
                                      text=True, env=env, cwd=str(ROOT))
+        log.close()
         if target == "moto":
             _wait_http(self.url, SERVER_START_S)
+        elif target == "qnode":
+            deadline = time.monotonic() + SERVER_START_S
+            while True:
+                m = re.search(r"listening binary=\S+ http=(\S+)", self.log_path.read_text())
+                if m:
+                    self.url = "http://" + m.group(1)
+                    break
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise SystemExit(f"qnode did not start:\n{self.log_path.read_text()}")
+                time.sleep(0.05)
         else:
             deadline = time.monotonic() + SERVER_START_S
             assert self.proc.stdout is not None
