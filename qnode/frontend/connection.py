@@ -90,8 +90,9 @@ class ServerConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert hasattr(transport, "pause_reading"), transport  # uvloop transports are not asyncio.Transport subclasses
-        self._transport = transport  # uvloop: not an asyncio.Transport subclass
+        # uvloop's transports are not asyncio.Transport subclasses: check the duck type.
+        assert hasattr(transport, "pause_reading"), transport
+        self._transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         cfg = self._server.config
         transport.set_write_buffer_limits(high=cfg.outbound_pending_size_high,
