@@ -218,3 +218,35 @@ async def test_fsync_off_still_writes(tmp_path):
     wal = await Wal.open(tmp_path, WalConfig(fsync=False))
     assert [r.body for r in wal.replay()] == [b"fast"]
     await wal.close()
+
+
+async def test_open_refuses_a_corrupt_log(tmp_path):
+    from qnode.wal.errors import WalCorruption
+    wal = await Wal.open(tmp_path, CONFIG)
+    for i in range(5):
+        await wal.sync(wal.append(16, b"record-%d" % i))
+    await wal.close()
+    (segment,) = [p for p in tmp_path.iterdir() if p.suffix == ".wal"]
+    data = bytearray(segment.read_bytes())
+    data[100] ^= 0xFF                    # inside the first (acknowledged) batch
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as info:
+        await Wal.open(tmp_path, CONFIG)
+    assert info.value.path == str(segment)
+    assert info.value.code is ErrorCode.WAL_CORRUPTION
+
+
+async def test_a_raising_on_durable_callback_does_not_stall_the_wal(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    seen: list[int] = []
+
+    def broken(durable_lsn: int) -> None:
+        raise RuntimeError("engine bug")
+
+    wal.on_durable(broken)
+    wal.on_durable(seen.append)
+    async with asyncio.timeout(30):
+        await wal.sync(wal.append(16, b"a"))
+        await wal.sync(wal.append(16, b"b"))
+    assert seen[-1] == 2
+    await wal.close()
