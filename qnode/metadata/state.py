@@ -24,6 +24,7 @@ import msgpack
 from qnode.metadata.commands import Command
 from qnode.protocol.errors import (
     ErrorCode, InvalidParameter, QnodeError, QueueAlreadyExists, QueueDoesNotExist, ResourceNotFound,
+    error_for_code,
 )
 
 queue_count_max = 1_000_000      # metadata for more queues than this is refused (InvalidParameter)
@@ -71,7 +72,7 @@ class ApplyResult:
 
     def raise_for_error(self) -> Any:
         if self.error_code is not None:
-            raise QnodeError(self.error_message, code=self.error_code)
+            raise error_for_code(self.error_code)(self.error_message)
         return self.value
 
 

@@ -27,6 +27,8 @@ from qnode.metadata.raft.messages import ConfChange, Entry, EntryKind, ReadState
 from qnode.metadata.raft.storage import RaftStorage
 from qnode.metadata.state import ApplyResult, MetadataState
 from qnode.protocol.errors import QnodeError
+from qnode.wal.fs import MemFs
+from qnode.wal.log import SegmentedLog
 from tests.sim.harness import EventHandle, Simulation
 from tests.sim.network import SimNetwork
 
@@ -49,7 +51,7 @@ Callback = Callable[[OpOutcome], None]
 class SimRaftNode:
     def __init__(self, sim: Simulation, net: SimNetwork, node_id: str, peers: tuple[str, ...],
                  config: RaftConfig, tick_ns: int, fsync_delay_ns_max: int, compact_every_count: int,
-                 observer: Any) -> None:
+                 observer: Any, disk: str = "mem") -> None:
         self.sim = sim
         self.net = net
         self.id = node_id
@@ -60,7 +62,11 @@ class SimRaftNode:
         self.compact_every_count = compact_every_count
         self.observer = observer
         self.rng = sim.derive_rng(f"node/{node_id}")
-        self.disk = MemRecordLog()
+        # "mem": the record-level stand-in; "wal": the real SegmentedLog over MemFs, whose crash
+        # may tear pages out of order (the WAL's recovery must cut them).
+        self.disk_kind = disk
+        self.fs = MemFs() if disk == "wal" else None
+        self.disk: Any = MemRecordLog() if disk == "mem" else None
         self.up = False
         self.incarnation = 0
         self.core: RaftCore | None = None
@@ -81,6 +87,8 @@ class SimRaftNode:
     def start(self) -> None:
         assert not self.up
         self.incarnation += 1
+        if self.fs is not None:
+            self.disk = SegmentedLog.open(self.fs, "/raft", cluster_id=1, node_id=int(self.id.lstrip("n")))
         self.storage = RaftStorage(self.disk)
         restored = self.storage.load()
         core_rng = random.Random(self.rng.getrandbits(64))
@@ -100,7 +108,10 @@ class SimRaftNode:
         self.net.set_up(self.id, False)
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        self.disk.crash(self.rng, tear_probability)
+        if self.fs is not None:
+            self.fs.crash(self.rng)
+        else:
+            self.disk.crash(self.rng, tear_probability)
         proposals, self._proposals = self._proposals, {}
         reads, self._reads = self._reads, {}
         ready_reads, self._read_ready = self._read_ready, []

@@ -21,6 +21,7 @@ NS_PER_MS = 1_000_000
 class SimOptions:
     node_count: int = 3
     tick_ns: int = 10 * NS_PER_MS               # one Raft tick
+    tick_skew: float = 0.0                      # each node's tick is tick_ns * (1 +- up to this): clock drift
     path: PathOptions = PathOptions()
     fsync_delay_ns_max: int = 2 * NS_PER_MS      # persist latency: uniform in [0, max]
     crash_probability: float = 0.0              # per fault-step, one node crashes
@@ -34,6 +35,7 @@ class SimOptions:
     key_count: int = 3                          # queue names the workload touches
     membership_changes: bool = False            # propose remove/add of one voter now and then
     compact_every_count: int = 16               # snapshot + compact the log every N applied entries
+    disk: str = "mem"                           # "mem": MemRecordLog; "wal": SegmentedLog over MemFs
 
     def describe(self) -> str:
         d = asdict(self)
@@ -61,6 +63,7 @@ def swarm(rng: random.Random) -> SimOptions:
     )
     return SimOptions(
         node_count=rng.choice([3, 3, 5]),
+        tick_skew=rng.choice([0.0, 0.0, 0.1, 0.5]),
         path=path,
         fsync_delay_ns_max=rng.choice([0, 1, 5, 20]) * NS_PER_MS,
         crash_probability=maybe(0.7, 0.05, 0.4),
@@ -74,4 +77,5 @@ def swarm(rng: random.Random) -> SimOptions:
         key_count=rng.choice([1, 2, 4]),
         membership_changes=rng.random() < 0.3,
         compact_every_count=rng.choice([4, 16, 64]),
+        disk=rng.choice(["mem", "mem", "wal"]),
     )

@@ -75,8 +75,10 @@ class RaftSimulation:
         ids = tuple(f"n{i}" for i in range(1, o.node_count + 1))
         config = RaftConfig(election_ticks=10, heartbeat_ticks=2, append_entries_count_max=8,
                             inflight_appends_max=4, uncommitted_size_max=64 << 10, entry_size_max=4 << 10)
-        self.nodes = [SimRaftNode(self.sim, self.net, i, ids, config, o.tick_ns, o.fsync_delay_ns_max,
-                                  o.compact_every_count, self.checkers) for i in ids]
+        skew_rng = self.sim.derive_rng("skew")
+        ticks_ns = [int(o.tick_ns * (1 + skew_rng.uniform(-o.tick_skew, o.tick_skew))) for _ in ids]
+        self.nodes = [SimRaftNode(self.sim, self.net, i, ids, config, tick_ns, o.fsync_delay_ns_max,
+                                  o.compact_every_count, self.checkers, o.disk) for i, tick_ns in zip(ids, ticks_ns)]
         self.checkers.nodes = self.nodes
         self.keys = [f"q{i}" for i in range(o.key_count)]
         self.history: dict[str, list[linearizability.Op]] = {k: [] for k in self.keys}
