@@ -250,3 +250,28 @@ async def test_a_raising_on_durable_callback_does_not_stall_the_wal(tmp_path):
         await wal.sync(wal.append(16, b"b"))
     assert seen[-1] == 2
     await wal.close()
+
+
+async def test_a_backlog_larger_than_batch_size_max_is_split_at_whole_groups(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    mib = 1024 * 1024
+    wal.append(16, b"a" * mib)
+    group_last = wal.append_many([(17, b"g" * (mib // 2)) for _ in range(6)])   # 3 MiB group
+    for _ in range(12):
+        wal.append(18, b"c" * mib)
+    async with asyncio.timeout(60):
+        await wal.sync(wal.last_lsn)
+    stats = wal.stats()
+    assert stats["batches"] >= 2                  # ~16 MiB cannot go in one 8 MiB batch
+    assert stats["records"] == 19
+    await wal.close()
+    # Each batch is at most batch_size_max and the group was never split across batches.
+    from qnode.wal.fs import RealFs
+    from qnode.wal.segment import scan_segment
+    (segment,) = [p for p in tmp_path.iterdir() if p.suffix == ".wal"]
+    scan = scan_segment(RealFs().read(str(segment)), 1, cluster_id=7, node_id=3, collect=True)
+    starts = [offset for offset, _ in scan.batch_starts] + [scan.valid_end]
+    assert all(b - a <= CONFIG.batch_size_max for a, b in zip(starts, starts[1:]))
+    first_lsns = [first for _, first in scan.batch_starts]
+    assert not any(2 < first <= group_last for first in first_lsns)
+    assert [r.kind for r in scan.records] == [16] + [17] * 6 + [18] * 12
