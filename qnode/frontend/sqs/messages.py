@@ -33,6 +33,16 @@ SYSTEM_ATTRIBUTE_NAMES = (
     "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "AWSTraceHeader",
     "DeadLetterQueueSourceArn",
 )
+# ReceiveMessage's AttributeNames is modelled as the queue-attribute enum: SQS accepts those
+# names there and returns nothing for them.
+_IGNORED_NAMES = frozenset((
+    "Policy", "VisibilityTimeout", "MaximumMessageSize", "MessageRetentionPeriod",
+    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "CreatedTimestamp",
+    "LastModifiedTimestamp", "QueueArn", "ApproximateNumberOfMessagesDelayed", "DelaySeconds",
+    "ReceiveMessageWaitTimeSeconds", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication",
+    "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "DeduplicationScope",
+    "FifoThroughputLimit", "RedriveAllowPolicy", "SqsManagedSseEnabled",
+))
 
 
 def check_text(text: str, what: str = "message body") -> None:
@@ -182,7 +192,7 @@ def select_system_attributes(system: Mapping[str, str], selectors: Iterable[str]
     """SQS AttributeNames / MessageSystemAttributeNames. Unknown names: InvalidAttributeName."""
     sel = list(selectors)
     for name in sel:
-        if name != "All" and name not in SYSTEM_ATTRIBUTE_NAMES:
+        if name != "All" and name not in SYSTEM_ATTRIBUTE_NAMES and name not in _IGNORED_NAMES:
             raise InvalidAttributeName(f"Unknown Attribute {name}.")
     if not sel:
         return {}
