@@ -46,7 +46,7 @@ from qnode.wal.record import (
     encode_batch_header,
     encode_records_into,
 )
-from qnode.wal.recovery import Decision, judge_log
+from qnode.wal.recovery import Decision, Verdict, judge_log
 from qnode.wal.segment import (
     SEGMENT_HEADER_SIZE,
     SegmentHeader,
@@ -62,6 +62,12 @@ log = logging.getLogger(__name__)
 SEGMENT_TEMP_NAME = "segment.tmp"
 _TEMP_SUFFIX = ".tmp"
 _CHECKPOINT_WRITE_CHUNK_SIZE = 1 << 20     # buffer small payload chunks into ~1 MiB writes
+
+
+def _log_fields(path: str, scan: SegmentScan, verdict: Verdict) -> dict[str, object]:
+    return {"path": path, "decision": verdict.decision.value, "row": verdict.row,
+            "offset": verdict.offset, "first_lsn": scan.base_lsn, "last_lsn": scan.last_lsn,
+            "reason": verdict.reason}
 
 
 class SegmentedLog:
@@ -108,30 +114,21 @@ class SegmentedLog:
         return posixpath.join(self._dir, name)
 
     def _recover(self) -> None:
+        # Judge first, change files after: a log that is refused is left exactly as found.
         fs = self._fs
         fs.makedirs(self._dir)
         names = fs.list(self._dir)
-        dir_dirty = False
-        for name in names:
-            if name.endswith(_TEMP_SUFFIX):
-                log.info("wal: removing leftover temp file", extra={"path": self._path(name)})
-                fs.remove(self._path(name))
-                dir_dirty = True
-        dir_dirty |= self._load_checkpoint(names)
+        removals = [n for n in names if n.endswith(_TEMP_SUFFIX)]
+        removals += self._load_checkpoint(names)
         bases = sorted(b for b in (parse_segment_name(n) for n in names) if b is not None)
-        for base in [b for b in bases if b < self._live_base_lsn]:
-            # Retired by the checkpoint, and a crash came before the delete was durable.
-            log.info("wal: removing segment retired by the checkpoint",
-                     extra={"path": self._path(segment_name(base))})
-            fs.remove(self._path(segment_name(base)))
-            dir_dirty = True
+        # Retired by the checkpoint, and a crash came before the delete was durable.
+        removals += [segment_name(b) for b in bases if b < self._live_base_lsn]
         bases = [b for b in bases if b >= self._live_base_lsn]
-        if dir_dirty:
-            self._fsync_dir()
         if not bases:
             if self._has_checkpoint:
                 raise WalCorruption(self._dir, 0, f"no segment file, but the checkpoint at lsn "
                                     f"{self._checkpoint_lsn} expects segment {self._live_base_lsn}")
+            self._remove_leftovers(removals)
             self._create_segment(self._live_base_lsn)
             self._last_lsn = self._durable_lsn = self._live_base_lsn - 1
             log.info("wal: created a new log", extra={"directory": self._dir})
@@ -141,12 +138,14 @@ class SegmentedLog:
                                        checkpoint_lsn=self._checkpoint_lsn)
         for scan, verdict in zip(scans, verdicts):
             path = self._path(segment_name(scan.base_lsn))
-            extra = {"path": path, "decision": verdict.decision.value, "row": verdict.row,
-                     "offset": verdict.offset, "first_lsn": scan.base_lsn,
-                     "last_lsn": scan.last_lsn, "reason": verdict.reason}
+            extra = _log_fields(path, scan, verdict)
             if verdict.decision is Decision.CORRUPT:
                 log.error("wal: segment corrupt: %s", verdict.reason, extra=extra)
                 raise WalCorruption(path, verdict.offset, verdict.reason)
+        self._remove_leftovers(removals)
+        for scan, verdict in zip(scans, verdicts):
+            path = self._path(segment_name(scan.base_lsn))
+            extra = _log_fields(path, scan, verdict)
             if verdict.decision is Decision.TRUNCATE_TAIL:
                 log.warning("wal: truncating torn tail: %s", verdict.reason, extra=extra)
                 handle = fs.open(path)
@@ -166,17 +165,23 @@ class SegmentedLog:
         self._fsync(self._handle)
         self._last_lsn = self._durable_lsn = last.last_lsn
 
-    def _load_checkpoint(self, names: list[str]) -> bool:
-        """Adopt the newest valid checkpoint; remove older ones. Returns whether it removed any."""
+    def _remove_leftovers(self, names: list[str]) -> None:
+        """Delete temp files, superseded checkpoints and retired segments a crash left behind."""
+        for name in names:
+            log.info("wal: removing leftover file", extra={"path": self._path(name)})
+            self._fs.remove(self._path(name))
+        if names:
+            self._fsync_dir()
+
+    def _load_checkpoint(self, names: list[str]) -> list[str]:
+        """Adopt the newest valid checkpoint; returns the names of older (superseded) ones."""
         found = sorted(((lsn, n) for n in names if (lsn := parse_checkpoint_name(n)) is not None),
                        reverse=True)
         chosen: Checkpoint | None = None
-        removed = False
+        superseded: list[str] = []
         for lsn, name in found:
             if chosen is not None:
-                log.info("wal: removing superseded checkpoint", extra={"path": self._path(name)})
-                self._fs.remove(self._path(name))
-                removed = True
+                superseded.append(name)
                 continue
             decoded = decode_checkpoint(self._fs.read(self._path(name)), cluster_id=self._cluster_id,
                                         node_id=self._node_id, lsn_from_name=lsn)
@@ -194,7 +199,7 @@ class SegmentedLog:
             log.info("wal: checkpoint loaded", extra={"lsn": chosen.lsn,
                                                       "live_base_lsn": chosen.live_base_lsn,
                                                       "size": len(chosen.payload)})
-        return removed
+        return superseded
 
     def _scan(self, base: int, *, collect: bool = False, after_lsn: int = 0,
               size: int | None = None) -> SegmentScan:

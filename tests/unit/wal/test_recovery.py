@@ -201,3 +201,16 @@ def test_table_is_total_and_ordered():
         else:
             assert decision is (Decision.TRUNCATE_TAIL if cut > 10 else Decision.CORRUPT)
     assert seen == set(names)
+
+
+def test_a_refused_log_is_left_exactly_as_found(tmp_path):
+    seglog = open_log(RealFs(), str(tmp_path))
+    write_records(seglog, 10)
+    seglog.close()
+    (path,) = segment_paths(str(tmp_path))
+    flip_byte(path, _batch_offset(2) + BATCH_RECORD_SIZE + HEADER_SIZE)
+    (tmp_path / "segment.tmp").write_bytes(b"leftover")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(WalCorruption):
+        open_log(RealFs(), str(tmp_path))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
