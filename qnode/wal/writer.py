@@ -253,8 +253,11 @@ class Wal:
         if self._inflight is not None or not self._pending or self._failed is not None:
             return
         take_count, take_size = self._take_batch()
-        batch = self._pending[:take_count]
-        del self._pending[:take_count]
+        if take_count == len(self._pending):
+            batch, self._pending = self._pending, []
+        else:
+            batch = self._pending[:take_count]
+            del self._pending[:take_count]
         self._queued_size -= take_size
         expected_last = self._last_lsn - len(self._pending)
         self._batches += 1
