@@ -30,7 +30,6 @@ import hashlib
 import heapq
 import itertools
 import json
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -164,6 +163,9 @@ class _Usage:
 
 
 _TRACE = "AWSTraceHeader"
+_EMPTY: Mapping = {}
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 class Engine:
@@ -578,15 +580,22 @@ class Engine:
         body = e.body
         if not isinstance(body, (bytes, bytearray)) or len(body) < limits.message_size_min:
             raise MissingParameter("the message body must be 1 byte or more")
-        size = len(body) + qattrs.validate_message_attributes(e.attributes)
+        size = len(body) + (qattrs.validate_message_attributes(e.attributes) if e.attributes else 0)
         if size > q.size_max:
             raise MessageTooLarge(f"message of {size} bytes exceeds MaximumMessageSize {q.size_max}")
         sys_attrs = e.system_attributes
-        for k, a in sys_attrs.items():
-            if k != _TRACE or a.data_type != "String" or not a.string_value:
-                raise InvalidParameter("the only message system attribute is AWSTraceHeader (String)")
-        visible_at = self._visible_at(q, e, now_ms)
-        group_id, dedup_id, dedup_key = self._fifo_keys(q, e, body)
+        if sys_attrs:
+            for k, a in sys_attrs.items():
+                if k != _TRACE or a.data_type != "String" or not a.string_value:
+                    raise InvalidParameter("the only message system attribute is AWSTraceHeader (String)")
+        if e.deliver_at_ms is None and e.delay_ms is None:
+            visible_at = now_ms + q.delay_ms
+        else:
+            visible_at = self._visible_at(q, e, now_ms)
+        if q.fifo or e.group_id is not None or e.dedup_id is not None:
+            group_id, dedup_id, dedup_key = self._fifo_keys(q, e, body)
+        else:
+            group_id = dedup_id = dedup_key = None
         if dedup_key is not None:
             hit = q.dedup.get(dedup_key)
             if hit is not None and hit[2] > now_ms:
@@ -595,12 +604,13 @@ class Engine:
         self._check_capacity(q, size)
         seq = self._next_seq
         self._next_seq = seq + 1
-        mid = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        md5_attrs = md5_of_attributes(e.attributes)
+        mid = self._new_id()
+        attrs = e.attributes
+        md5_attrs = md5_of_attributes(attrs) if attrs else None
         md5_sys = md5_of_attributes(sys_attrs) if sys_attrs else None
-        m = Message(seq, mid, bytes(body), dict(e.attributes), md5_of_body(body), md5_attrs,
-                    dict(sys_attrs), md5_sys, now_ms, visible_at, group_id=group_id,
-                    dedup_id=dedup_id, sequence_number=seq if q.fifo else 0, size=size)
+        m = Message(seq, mid, bytes(body), dict(attrs) if attrs else _EMPTY, md5_of_body(body),
+                    md5_attrs, dict(sys_attrs) if sys_attrs else _EMPTY, md5_sys, now_ms,
+                    visible_at, 0, 0, group_id, dedup_id, seq if q.fifo else 0, None, None, size)
         q.add(m)
         self._usage.bytes += size
         if visible_at > now_ms:
@@ -618,6 +628,12 @@ class Engine:
             self._place(q, m, now_ms)
         return SendResult(mid, m.md5_body, md5_attrs, md5_sys, str(seq) if q.fifo else None,
                           e.entry_id, False)
+
+    def _new_id(self) -> str:
+        """A random (version 4) UUID string from the injected rng."""
+        bits = (self._rng.getrandbits(128) & _UUID_CLEAR) | _UUID_SET
+        h = "%032x" % bits
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def _visible_at(self, q: Queue, e: SendEntry, now_ms: int) -> int:
         if e.deliver_at_ms is not None:
@@ -918,7 +934,7 @@ class Engine:
             dst_arn = dst.arn
         if max_per_second is not None and not 1 <= max_per_second <= 500:
             raise InvalidParameter("MaxNumberOfMessagesPerSecond must be 1..500")
-        handle = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        handle = self._new_id()
         task = MoveTaskState(handle, q.queue_id, q.arn, dst_arn, max_per_second, "RUNNING", 0,
                              q.counts[READY] + q.counts[DELAYED], now_ms, None)
         self._tasks[handle] = task

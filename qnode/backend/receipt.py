@@ -1,6 +1,6 @@
 """Receipt handles: opaque, unforgeable tokens naming one delivery of one message.
 
-A handle is base64url(payload | mac) with payload = `queue_id u32 | message_seq u64 | receive_count u32`
+A handle is hex(payload | mac) (64 characters) with payload = `queue_id u32 | message_seq u64 | receive_count u32`
 and mac = HMAC-SHA256(secret, payload)[:16]. The secret is created once per data directory and
 persisted (WAL record / checkpoint), so handles survive restarts. `receive_count` names the
 delivery: after a redelivery, an older handle still verifies but no longer matches the message.
@@ -10,9 +10,6 @@ ReceiptHandleIsInvalid (never another exception).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 import struct
 
@@ -33,21 +30,18 @@ class ReceiptCodec:
 
     def make(self, queue_id: int, seq: int, receive_count: int) -> str:
         payload = _PAYLOAD.pack(queue_id, seq, receive_count)
-        mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_SIZE]
-        return base64.urlsafe_b64encode(payload + mac).decode()
+        return (payload + hmac.digest(self._secret, payload, "sha256")[:_MAC_SIZE]).hex()
 
     def open(self, handle: str) -> tuple[int, int, int]:
         """-> (queue_id, seq, receive_count). Raises ReceiptHandleIsInvalid."""
-        if not isinstance(handle, str) or len(handle) > 128:
+        if not isinstance(handle, str) or len(handle) != 2 * _HANDLE_SIZE:
             raise ReceiptHandleIsInvalid("the receipt handle is invalid")
         try:
-            raw = base64.urlsafe_b64decode(handle.encode("ascii"))
-        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = bytes.fromhex(handle)
+        except ValueError:
             raise ReceiptHandleIsInvalid("the receipt handle is invalid") from None
-        if len(raw) != _HANDLE_SIZE:
-            raise ReceiptHandleIsInvalid("the receipt handle is invalid")
         payload, mac = raw[:_PAYLOAD.size], raw[_PAYLOAD.size:]
-        want = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_SIZE]
+        want = hmac.digest(self._secret, payload, "sha256")[:_MAC_SIZE]
         if not hmac.compare_digest(mac, want):
             raise ReceiptHandleIsInvalid("the receipt handle is invalid")
         return _PAYLOAD.unpack(payload)

@@ -17,6 +17,7 @@ consumers and background tasks, flush and fsync the WAL.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import secrets
@@ -102,6 +103,8 @@ class BackendService:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         wal = await Wal.open(Path(data_dir), config.wal)
         engine = Engine(config.engine_config(), random.Random(secrets.randbits(128)))
+        gc_was_enabled = gc.isenabled()
+        gc.disable()    # recovery allocates millions of long-lived objects: no GC passes meanwhile
         try:
             started = time.monotonic()
             payload = wal.checkpoint_payload
@@ -120,6 +123,10 @@ class BackendService:
         except BaseException:
             await wal.close()
             raise
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        gc.freeze()     # recovered messages are long-lived: keep them out of future GC scans
         svc = cls(wal, engine, config, clock)
         wal.on_durable(svc._on_durable)
         svc._flush()
@@ -430,6 +437,10 @@ class BackendService:
             "queues": self._engine.queue_stats(),
             "wal": self._wal.stats(),
         }
+
+    def status(self) -> dict[str, Any]:
+        """Flat backend figures for the binary protocol's `status` op."""
+        return dict(self.stats()["backend"])
 
     def status_line(self) -> str:
         s = self._engine.stats()
