@@ -42,10 +42,10 @@ The leader counts its own log toward commit only up to `log.stable` (what it has
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from qnode.metadata.raft.log import RaftLog
 from qnode.metadata.raft.messages import (
@@ -54,6 +54,12 @@ from qnode.metadata.raft.messages import (
     Snapshot,
 )
 from qnode.protocol.errors import Busy, InvalidParameter, NotLeader
+
+
+class Rng(Protocol):
+    """What the core needs from the injected `random.Random(seed)` (never the global random)."""
+
+    def randrange(self, stop: int) -> int: ...
 
 
 class Role(Enum):
@@ -160,7 +166,7 @@ class Restored:
 
 
 class RaftCore:
-    def __init__(self, node_id: str, peers: tuple[str, ...] | list[str], rng: random.Random,
+    def __init__(self, node_id: str, peers: tuple[str, ...] | list[str], rng: Rng,
                  config: RaftConfig | None = None, restored: Restored | None = None) -> None:
         """`peers` is the bootstrap configuration (including node_id) used only when storage is
         empty; a node joining an existing cluster passes () and waits to be contacted."""
@@ -725,9 +731,9 @@ class RaftCore:
             return
         for v in sorted(self.progress):
             if v != self.id:
-                self._send_append(v, allow_empty=True)
+                self._send_append(v)
 
-    def _send_append(self, to: str, allow_empty: bool = False) -> None:
+    def _send_append(self, to: str) -> None:
         pr = self.progress[to]
         if pr.state is ProgressState.SNAPSHOT:
             return
