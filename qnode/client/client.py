@@ -562,11 +562,14 @@ class Client:
             attempt += 1
             conn: ClientConnection | None = None
             try:
-                conn = await self._connection(deadline)
+                conn = self._conn
+                if conn is None or not conn.is_open:
+                    conn = await self._connection(deadline)
                 fut = None
                 try:
                     async with asyncio.timeout_at(deadline):
-                        await conn.wait_writable()
+                        if not conn.writable:
+                            await conn.wait_writable()
                         fut = conn.request(op, args, rid, push_capacity=push_capacity)
                         return conn, await fut
                 except TimeoutError:

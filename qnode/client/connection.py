@@ -113,6 +113,10 @@ class ClientConnection(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)
 
+    @property
+    def writable(self) -> bool:
+        return self._writable.is_set()
+
     async def wait_writable(self) -> None:
         """Backpressure: wait while the transport is paused (its buffer is over the high mark)."""
         if not self._writable.is_set():

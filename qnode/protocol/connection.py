@@ -76,8 +76,9 @@ _SEND: dict[tuple[Role, State], tuple[type, ...]] = {
 class ProtocolConnection:
     """One side of one binary-protocol connection. See the module docstring for the table."""
 
-    __slots__ = ("role", "state", "peer_version", "_decoder", "_encoder", "_eof",
-                 "_hello_received", "_hello_sent", "_supported_versions")
+    __slots__ = ("role", "_state", "peer_version", "_decoder", "_encoder", "_eof",
+                 "_hello_received", "_hello_sent", "_supported_versions", "_recv_allowed",
+                 "_send_allowed")
 
     def __init__(self, role: Role, *, frame_limits: FrameLimits = DEFAULT_LIMITS,
                  supported_versions: frozenset[int] = SUPPORTED_VERSIONS) -> None:
@@ -92,14 +93,25 @@ class ProtocolConnection:
         self._supported_versions = supported_versions
 
     @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        # The allowed message types are looked up once per transition, not once per frame.
+        self._state = value
+        self._recv_allowed = _RECV.get((self.role, value), ())
+        self._send_allowed = _SEND.get((self.role, value), ())
+
+    @property
     def buffered_size(self) -> int:
         return self._decoder.buffered_size
 
     # --- inbound ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
-        if self.state in (State.ERROR, State.CLOSED):
-            raise LocalProtocolError(f"cannot receive in state {self.state.name}")
+        if self._state is State.ERROR or self._state is State.CLOSED:
+            raise LocalProtocolError(f"cannot receive in state {self._state.name}")
         if self._eof:
             raise LocalProtocolError("data after end of stream")
         if data:
@@ -113,9 +125,10 @@ class ProtocolConnection:
         Raises RemoteProtocolError (codes PROTOCOL_ERROR, FRAME_TOO_LARGE, UNSUPPORTED_VERSION);
         the state is then ERROR and only `send(Goodbye(...))` is allowed. Anything else is a bug.
         """
-        if self.state is State.ERROR:
+        state = self._state
+        if state is State.ERROR:
             raise RemoteProtocolError("connection is in the ERROR state")
-        if self.state is State.CLOSED:
+        if state is State.CLOSED:
             raise RemoteProtocolError("connection is closed")
         try:
             return self._next_event()
@@ -132,11 +145,12 @@ class ProtocolConnection:
                 return ConnectionEnded(clean)
             return NEED_DATA
         msg = from_wire(obj)
-        allowed = _RECV.get((self.role, self.state), ())
-        if type(msg) not in allowed:
+        if type(msg) not in self._recv_allowed:
             raise LocalProtocolError(
                 f"{type(msg).__name__} not allowed from the peer in state {self.state.name}")
-        self._on_receive(msg)
+        t = type(msg)
+        if t is not Request and t is not Response and t is not Push:
+            self._on_receive(msg)
         return msg
 
     def _on_receive(self, msg: Message) -> None:
@@ -163,12 +177,13 @@ class ProtocolConnection:
     # --- outbound --------------------------------------------------------------------------
     def send(self, msg: Message) -> bytes:
         """Encode one message for the peer. Raises LocalProtocolError if not allowed now."""
-        allowed = _SEND.get((self.role, self.state), ())
-        if type(msg) not in allowed:
-            raise LocalProtocolError(
-                f"{self.role.name} may not send {type(msg).__name__} in state {self.state.name}")
         t = type(msg)
-        if t is HelloReply:
+        if t not in self._send_allowed:
+            raise LocalProtocolError(
+                f"{self.role.name} may not send {t.__name__} in state {self._state.name}")
+        if t is Response or t is Request or t is Push:
+            pass        # the common case: no transition
+        elif t is HelloReply:
             if not self._hello_received:
                 raise LocalProtocolError("HelloReply before the peer's Hello")
             self.state = State.OPEN
