@@ -26,7 +26,7 @@ from qnode.client.connection import ClientConnection, ConnectionLost
 from qnode.frontend.api import MessageAttribute
 from qnode.protocol import payloads
 from qnode.protocol.errors import (
-    ErrorCode, InvalidParameter, QnodeError, RequestTimeout, Unavailable,
+    ErrorCode, InvalidParameter, MessageTooLarge, QnodeError, RequestTimeout, Unavailable,
 )
 from qnode.protocol.framing import FrameLimits
 from qnode.protocol.ops import MUTATING_OPS
@@ -153,8 +153,13 @@ class Queue:
             spec = dict(item)
         else:
             spec = {"body": item}
-        entry: dict[str, Any] = {"body": values.body_bytes(spec.get("body")),
-                                 "entry_id": str(spec.get("id", index))}
+        body = values.body_bytes(spec.get("body"))
+        size_max = self.client.message_size_max
+        if len(body) > size_max:
+            # Refused here: a body over the server's bin limit would be a protocol violation
+            # that closes the connection, not a typed error.
+            raise MessageTooLarge(f"the body is {len(body)} bytes; the maximum is {size_max}")
+        entry: dict[str, Any] = {"body": body, "entry_id": str(spec.get("id", index))}
         if spec.get("delay") is not None:
             entry["delay_ms"] = values.seconds_to_ms(spec["delay"], "delay")
         attrs = values.message_attributes(spec.get("attributes"))
@@ -472,6 +477,12 @@ class Client:
         if conn is not None:
             conn.close()
             await conn.wait_closed()
+
+    @property
+    def message_size_max(self) -> int:
+        """The server's message size bound (from HELLO), or the default before connecting."""
+        advertised = self.server_info.get("limits", {}).get("message_size_max")
+        return advertised if type(advertised) is int else limits.message_size_max
 
     @property
     def connected_address(self) -> str | None:

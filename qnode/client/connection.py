@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from qnode.protocol.connection import ConnectionEnded, ProtocolConnection, Role, State
-from qnode.protocol.errors import QnodeError, Unavailable, error_from_wire
+from qnode.protocol.errors import QnodeError, Unavailable, error_for_code, error_from_wire
 from qnode.protocol.framing import NEED_DATA, FrameLimits
 from qnode.protocol.messages import (
     ErrorResponse, Goodbye, Hello, HelloReply, PROTOCOL_VERSION, Push, Request, Response,
@@ -182,7 +182,7 @@ class ClientConnection(asyncio.Protocol):
         except LocalProtocolError as exc:
             # Our own message cannot be framed (e.g. a body over frame_size_max): a typed error
             # for this call, the connection stays usable.
-            raise QnodeError(exc.message, code=exc.code) from None
+            raise error_for_code(exc.code)(exc.message) from None
         self._transport.write(data)
 
     # --- asyncio.Protocol ------------------------------------------------------------------

@@ -244,3 +244,15 @@ async def test_consume_resubscribes_after_a_lost_connection(served):
             again = await asyncio.wait_for(stream.__anext__(), 10)
             assert again.body == b"first"
             await again.delete()
+
+
+async def test_oversized_body_is_refused_locally_and_the_connection_survives(served):
+    api, server = served
+    async with qnode.Client([addr(server)]) as c:
+        q = await c.create_queue("big")
+        limit = c.server_info["limits"]["message_size_max"]
+        await q.send(b"x" * limit)
+        with pytest.raises(qnode.MessageTooLarge):
+            await q.send(b"x" * (limit + 1))
+        await c.ping()
+        assert server.stats.protocol_errors == 0
