@@ -205,7 +205,7 @@ class Swim:
                 self._finish_probe(now_ns)
                 self._start_probe(now_ns)
             if now_ns >= self._next_sync_ns:
-                self._next_sync_ns = now_ns + self._config.sync_interval_ns
+                self._next_sync_ns = now_ns + self._sync_interval_ns()
                 self._sync_with_random_member()
             self._tick_join(now_ns)
         if now_ns >= self._next_gossip_ns and len(self._broadcasts) > 0:
@@ -704,6 +704,14 @@ class Swim:
             used += size
             updates.append(update)
         self._send(to_addr, Sync(self.node_id, reply, tuple(updates)))
+
+    def _sync_interval_ns(self) -> int:
+        # memberlist pushPullScale: beyond 32 members, stretch the interval by
+        # ceil(log2(N) - log2(32)) + 1, so cluster-wide sync traffic grows ~N log N, not N^2.
+        n = len(self._members)
+        if n <= 32:
+            return self._config.sync_interval_ns
+        return self._config.sync_interval_ns * (math.ceil(math.log2(n) - 5) + 1)
 
     def _transmit_limit(self) -> int:
         # memberlist retransmitLimit: mult * ceil(log10(N + 1)).
