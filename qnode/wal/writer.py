@@ -174,8 +174,9 @@ class Wal:
     def append_many(self, records: list[tuple[int, bytes]]) -> int:
         """Queue records (kind, body) as one group, all or nothing; returns the last LSN.
 
-        The group goes into a single batch, so a crash keeps all of it or none. Raises as
-        `append`, and InvalidParameter if the group is empty or larger than batch_size_max.
+        The group goes into a single batch, so a crash keeps all of it or none; a group larger
+        than batch_size_max becomes a batch of its own (bounded by pending_size_max). Raises as
+        `append`, and InvalidParameter if the group is empty.
         """
         if not records:
             raise InvalidParameter("append_many needs at least one record")
@@ -189,9 +190,6 @@ class Wal:
                 raise InvalidParameter(f"wal record of {len(body)} bytes exceeds "
                                        f"wal_record_size_max {limits.wal_record_size_max}")
             size += len(body) + HEADER_SIZE
-        if size + BATCH_RECORD_SIZE > self._config.batch_size_max:
-            raise InvalidParameter(f"append_many of {size} bytes exceeds batch_size_max "
-                                   f"{self._config.batch_size_max}")
         self._admit(size)
         self._pending.extend(records)
         self._pending_groups.append(len(records))

@@ -275,3 +275,19 @@ async def test_a_backlog_larger_than_batch_size_max_is_split_at_whole_groups(tmp
     first_lsns = [first for _, first in scan.batch_starts]
     assert not any(2 < first <= group_last for first in first_lsns)
     assert [r.kind for r in scan.records] == [16] + [17] * 6 + [18] * 12
+
+
+async def test_a_group_larger_than_batch_size_max_is_one_batch_of_its_own(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    mib = 1024 * 1024
+    wal.append(16, b"before")
+    last = wal.append_many([(17, b"g" * mib) for _ in range(10)])      # 10 MiB > 8 MiB
+    wal.append(18, b"after")
+    async with asyncio.timeout(60):
+        await wal.sync(wal.last_lsn)
+    assert last == 11
+    assert wal.stats()["batches"] == 3
+    await wal.close()
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [r.kind for r in wal.replay()] == [16] + [17] * 10 + [18]
+    await wal.close()
