@@ -164,6 +164,8 @@ class _Usage:
 
 _TRACE = "AWSTraceHeader"
 _EMPTY: Mapping = {}
+_FINISHED_TASKS_KEPT = 10          # finished move tasks remembered per source queue
+_ATTEMPTS_KEPT = 10_000            # ReceiveRequestAttemptIds remembered per queue
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
@@ -434,6 +436,7 @@ class Engine:
                 raise QueueAlreadyExists(f"queue {name} exists with other attributes")
             return self._info(existing)
         self._check_redrive(name, fifo, stored)
+        self._check_fifo_attrs(fifo, stored)
         q = Queue(self._next_qid, name, fifo, stored, tags or {}, now_ms, self.config.arn(name))
         self._install_queue(q)
         self._log(rec.QUEUE_CREATE, [q.queue_id, name, fifo, q.attrs, q.tags, now_ms])
@@ -490,6 +493,7 @@ class Engine:
                 merged.pop(k, None)
             else:
                 merged[k] = v
+        self._check_fifo_attrs(q.fifo, merged)
         self._set_attrs(q, merged, now_ms)
 
     def _set_attrs(self, q: Queue, merged: dict[str, str], now_ms: int) -> None:
@@ -764,6 +768,9 @@ class Engine:
         out = tuple(self._present(q, m) for m in taken)
         if attempt_id is not None and out and not delete:
             q.attempts[attempt_id] = (now_ms + self.config.receive_attempt_window_ms, list(taken))
+            q.attempts.move_to_end(attempt_id)
+            if len(q.attempts) > _ATTEMPTS_KEPT:
+                q.attempts.popitem(last=False)
         sync = q.durability == "fsync" and (bool(deleted) or bool(moved) or (redrive is not None and bool(taken)))
         return out, sync
 
@@ -973,6 +980,10 @@ class Engine:
         task.status = status
         task.reason = reason
         self._log(rec.MOVE_TASK, task.encode())
+        done = [t for t in self._tasks.values()
+                if t.source_qid == task.source_qid and t.status != "RUNNING"]
+        for old in done[:max(0, len(done) - _FINISHED_TASKS_KEPT)]:   # bounded history
+            del self._tasks[old.handle]
         return False
 
     def cancel_move_task(self, handle: str) -> int:
@@ -1042,6 +1053,14 @@ class Engine:
         for k, v in tags.items():
             if not isinstance(k, str) or not 1 <= len(k) <= 128 or not isinstance(v, str) or len(v) > 256:
                 raise InvalidParameter("tag keys are 1..128 characters, values up to 256")
+
+    def _check_fifo_attrs(self, fifo: bool, attrs: Mapping[str, str]) -> None:
+        if not fifo:
+            return
+        eff = qattrs.effective(attrs, fifo)
+        if eff["FifoThroughputLimit"] == "perMessageGroupId" and eff["DeduplicationScope"] != "messageGroup":
+            raise qattrs.InvalidAttributeValue(
+                "FifoThroughputLimit=perMessageGroupId needs DeduplicationScope=messageGroup")
 
     def _check_redrive(self, name: str, fifo: bool, stored: Mapping[str, str]) -> None:
         policy = stored.get("RedrivePolicy")

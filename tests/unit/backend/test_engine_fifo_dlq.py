@@ -210,3 +210,14 @@ def test_move_task_cancel_returns_moved_count(h: Harness) -> None:
     h.call("move_step", handle, 1, h.now)
     assert h.call("cancel_move_task", handle) == 1
     assert h.engine.list_move_tasks(dlq, 1)[0].status == "CANCELLED"
+
+
+def test_per_group_throughput_needs_group_dedup_scope(h: Harness) -> None:
+    from qnode.protocol.errors import InvalidAttributeName, InvalidAttributeValue
+    with pytest.raises(InvalidAttributeValue):
+        h.create("t.fifo", {**FIFO, "FifoThroughputLimit": "perMessageGroupId"})
+    with pytest.raises(InvalidAttributeName):
+        h.create("std2", {"ContentBasedDeduplication": "true"})
+    h.create("t.fifo", {**FIFO, "FifoThroughputLimit": "perMessageGroupId",
+                        "DeduplicationScope": "messageGroup"})
+    assert h.attrs("t.fifo")["FifoThroughputLimit"] == "perMessageGroupId"

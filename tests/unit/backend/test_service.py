@@ -126,3 +126,54 @@ async def test_push_consumer_respects_prefetch_and_close_returns_messages(tmp_pa
         assert attrs["ApproximateNumberOfMessages"] == "4"
     finally:
         await svc.close()
+
+
+async def wait_for(predicate, timeout_s: float = 10.0) -> None:
+    """Poll `predicate` until true or the deadline (a bounded condition wait)."""
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_dead_letter_and_move_task_back_through_the_service(tmp_path: Path) -> None:
+    import json
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("dlq")
+        arn = (await svc.get_queue_attributes("dlq", ["QueueArn"]))["QueueArn"]
+        await svc.create_queue("src", {"RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": arn, "maxReceiveCount": 1})})
+        sent = await svc.send_messages("src", [SendEntry(b"%d" % i, entry_id=str(i)) for i in range(3)])
+        got = await svc.receive_messages("src", max_count=10)
+        await svc.change_visibility("src", [(m.receipt, 0) for m in got])
+        assert await svc.receive_messages("src", max_count=10) == []
+        assert await svc.list_dead_letter_source_queues("dlq") == ["src"]
+        handle = await svc.start_message_move_task("dlq", max_per_second=100)
+
+        async def completed() -> bool:
+            [task] = await svc.list_message_move_tasks("dlq")
+            return task.status == "COMPLETED"
+
+        await wait_for(completed)
+        back: list = []
+        async with asyncio.timeout(10):      # moved copies become receivable once durable
+            while len(back) < 3:
+                back += await svc.receive_messages("src", max_count=10, wait_ms=5_000)
+        assert sorted(m.message_id for m in back) == sorted(r.message_id for r in sent)
+        [task] = await svc.list_message_move_tasks("dlq")
+        assert task.task_handle == handle and task.moved_count == 3
+    finally:
+        await svc.close()
+
+
+async def test_interval_durability_is_reported_and_restart_keeps_synced_messages(tmp_path: Path) -> None:
+    svc = await open_svc(tmp_path)
+    await svc.create_queue("i", {"qnode:Durability": "interval"})
+    assert (await svc.get_queue_attributes("i"))["qnode:Durability"] == "interval"
+    await svc.send_messages("i", [SendEntry(b"x")])
+    await svc.close()            # close flushes and fsyncs
+    svc = await open_svc(tmp_path)
+    try:
+        assert [m.body for m in await svc.receive_messages("i")] == [b"x"]
+    finally:
+        await svc.close()
