@@ -281,7 +281,7 @@ class Queue:
         await self.client.delete_queue(self.name)
 
     async def dead_letter_source_queues(self) -> list[str]:
-        return (await self.client._call("list_dead_letter_source_queues", {"queue": self.name}))["queues"]
+        return await self.client._list_pages("list_dead_letter_source_queues", {"queue": self.name})
 
     # --- push ------------------------------------------------------------------------------
     def consume(self, prefetch: int = 100, visibility_timeout: float | None = None,
@@ -620,8 +620,18 @@ class Client:
         return Queue(self, result["queue"])
 
     async def list_queues(self, prefix: str | None = None) -> list[str]:
-        args = {} if prefix is None else {"prefix": prefix}
-        return (await self._call("list_queues", args))["queues"]
+        """Every queue name (sorted), fetched page by page."""
+        return await self._list_pages("list_queues", {} if prefix is None else {"prefix": prefix})
+
+    async def _list_pages(self, op: str, args: dict) -> list[str]:
+        names: list[str] = []
+        while True:
+            result = await self._call(op, args)
+            names.extend(result["queues"])
+            token = result.get("next_token")
+            if token is None:
+                return names
+            args = {**args, "next_token": token}
 
     async def delete_queue(self, name: str) -> None:
         await self._call("delete_queue", {"queue": name})

@@ -13,6 +13,7 @@ those into an InternalError reply); holds per-connection state (push subscriptio
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 import time
 from typing import Any, Awaitable, Callable, Mapping, Protocol
@@ -30,6 +31,7 @@ from qnode.protocol.messages import Request
 from qnode.protocol.ops import CACHED_OPS
 
 TAG_COUNT_MAX = 50
+LIST_PAGE_COUNT_MAX = 1000     # SQS ListQueues: up to 1000 results per call
 NAME_LIST_COUNT_MAX = 100
 
 
@@ -119,6 +121,20 @@ def _batch(args: Mapping, key: str) -> list:
     return v
 
 
+def _page(names: list[str], args: Mapping) -> dict:
+    """One page of a sorted name list (as SQS: at most 1000 per reply, which also keeps the
+    reply under the peer's msgpack array bound). `next_token` is the last name returned."""
+    page_max = _int(args, "max_results", 1, LIST_PAGE_COUNT_MAX, LIST_PAGE_COUNT_MAX)
+    token = _str(args, "next_token", required=False, length_max=limits.queue_name_length_max)
+    names = sorted(names)
+    start = 0 if token is None else bisect.bisect_right(names, token)
+    page = names[start:start + page_max]
+    out: dict[str, Any] = {"queues": page}
+    if start + page_max < len(names):
+        out["next_token"] = page[-1]
+    return out
+
+
 def _receipt(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= payloads.SHORT_STRING_LENGTH_MAX:
         raise InvalidParameter("a receipt must be a non-empty string")
@@ -194,7 +210,7 @@ class Dispatcher:
 
     async def _op_list_queues(self, args: Mapping, s: Session) -> Any:
         prefix = _str(args, "prefix", required=False, length_max=limits.queue_name_length_max)
-        return {"queues": list(await self._api.list_queues(prefix))}
+        return _page(await self._api.list_queues(prefix), args)
 
     async def _op_get_queue_attributes(self, args: Mapping, s: Session) -> Any:
         names = _str_list(args, "names", required=False, length_max=256) or ["All"]
@@ -284,7 +300,7 @@ class Dispatcher:
 
     # --- dead letters ---------------------------------------------------------------------
     async def _op_list_dead_letter_source_queues(self, args: Mapping, s: Session) -> Any:
-        return {"queues": list(await self._api.list_dead_letter_source_queues(_queue(args)))}
+        return _page(await self._api.list_dead_letter_source_queues(_queue(args)), args)
 
     async def _op_start_message_move_task(self, args: Mapping, s: Session) -> Any:
         dest = args.get("destination")

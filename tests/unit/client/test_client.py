@@ -256,3 +256,12 @@ async def test_oversized_body_is_refused_locally_and_the_connection_survives(ser
             await q.send(b"x" * (limit + 1))
         await c.ping()
         assert server.stats.protocol_errors == 0
+
+
+async def test_list_queues_follows_pages_beyond_one_reply(served):
+    api, server = served
+    for i in range(1205):
+        await api.create_queue(f"q{i:05d}")
+    async with qnode.Client([addr(server)]) as c:
+        names = await c.list_queues()
+    assert names == [f"q{i:05d}" for i in range(1205)]

@@ -204,3 +204,16 @@ async def test_subscribe_credit_and_settle_through_delete_and_nack(env):
     assert s.settled == [(sid, 1), (sid, 1), (sid, 3)]
     await call(d, s, "unsubscribe", {"subscription": sid})
     assert api.consumers_closed == 1
+
+
+async def test_list_queues_is_paged_by_name(env):
+    api, d, s, _ = env
+    for i in range(5):
+        await api.create_queue(f"q{i}")
+    first = await call(d, s, "list_queues", {"max_results": 2})
+    assert first == {"queues": ["q0", "q1"], "next_token": "q1"}
+    second = await call(d, s, "list_queues", {"max_results": 2, "next_token": "q1"})
+    assert second == {"queues": ["q2", "q3"], "next_token": "q3"}
+    assert await call(d, s, "list_queues", {"max_results": 2, "next_token": "q3"}) == {"queues": ["q4"]}
+    assert await call(d, s, "list_queues") == {"queues": [f"q{i}" for i in range(5)]}
+    await expect(ErrorCode.INVALID_PARAMETER, d, s, "list_queues", {"max_results": 1001})
