@@ -294,7 +294,7 @@ def summarize(results: list[SwimSimResult], options: SwimSimOptions) -> str:
     lines.append(f"missed detections: {sum(r.missed_count for r in results)}  "
                  f"failed rejoins: {sum(r.rejoin_failed_count for r in results)}")
     lines.append(f"false downs (live member declared down): {sum(r.false_down_count for r in results)} "
-                 f"in {hours:.2f} simulated member-cluster hours; "
+                 f"in {hours:.2f} simulated cluster-hours; "
                  f"suspicions of live members (refuted): {sum(r.false_suspect_count for r in results)}")
     packets = sum(r.packets_sent for r in results)
     per_member_s = packets / max(1e-9, sum(r.simulated_s for r in results)) / options.members
