@@ -336,7 +336,8 @@ class RaftCore:
                 own.match = self.log.stable
                 own.next = own.match + 1
             if self._maybe_commit():
-                self._broadcast_append()
+                self._broadcast_append()   # followers learn the new commit index promptly
+            self._maybe_step_down_removed()
         self._check_invariants()
 
     def status(self) -> Status:
@@ -718,11 +719,11 @@ class RaftCore:
             waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
             for ctx in waiting:
                 self._start_read(ctx)
-        self._maybe_step_down_removed()
         return True
 
     def _maybe_step_down_removed(self) -> None:
-        # Dissertation §4.2.2: a leader not in the committed configuration steps down.
+        # Dissertation §4.2.2: a leader not in the committed configuration steps down (after
+        # its caller broadcast the commit index that includes the change).
         if self.role is Role.LEADER and self.id not in self.voters and self._pending_conf_index <= self.log.commit:
             self._become_follower(self.term, None)
 
