@@ -4,7 +4,8 @@ Method: (1) the seeded driver in tests/fuzz/decoder.py (mutated valid frames, ra
 every split point); the long run is `python -m tests.fuzz --cases 100000`. (2) hypothesis
 strategies for arbitrary bytes and for valid frames cut at an arbitrary point. (3) a
 BinaryServer on TCP: random garbage on one connection gets an error frame (or is merely
-incomplete) and that connection closes, while a second connection keeps being served.
+incomplete) and that connection closes, while a second connection keeps being served. (4) the
+dispatcher given arbitrary args for every op: a result or a typed QnodeError, nothing else.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qnode.frontend.dispatch import Dispatcher
+from qnode.frontend.request_cache import RequestCache
+from qnode.protocol.errors import QnodeError
 from qnode.protocol.framing import NEED_DATA, FrameDecoder, encode_frame
-from qnode.protocol.messages import Goodbye, Response
+from qnode.protocol.messages import Goodbye, Request, Response
+from qnode.protocol.ops import ALL_OPS
 from tests.fuzz.decoder import LIMITS, feed_connection, feed_decoder, mutate, run, valid_stream
+from tests.unit.frontend.fake_api import FakeApi
 from tests.unit.frontend.helpers import RawClient, start_server
+from tests.unit.frontend.test_dispatch import RecordingSession
 
 
 def test_seeded_fuzz_run_few_thousand_cases():
@@ -104,3 +111,36 @@ async def test_server_sends_goodbye_for_a_bad_frame_body():
         await c.close()
     finally:
         await server.stop(1000)
+
+
+arg_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.text(max_size=12)
+    | st.binary(max_size=12) | st.sampled_from(["q", "q.fifo", "r-1", "String", "All"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["body", "data_type", "string_value", "binary_value", "delay_ms", "a", "entry_id"]),
+        inner, max_size=4),
+    max_leaves=12)
+arg_keys = st.sampled_from([
+    "queue", "attributes", "tags", "prefix", "names", "keys", "entries", "max_count", "wait_ms",
+    "visibility_timeout_ms", "attempt_id", "delete", "receipts", "items", "receipt", "delay_ms",
+    "reason", "message_id", "source", "destination", "max_per_second", "task_handle",
+    "max_results", "prefetch", "subscription", "count", "next_token"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(ALL_OPS)),
+       st.dictionaries(arg_keys, arg_values, max_size=6))
+def test_dispatch_turns_any_args_into_a_result_or_a_typed_error(op, args):
+    async def run():
+        api = FakeApi()
+        await api.create_queue("q")
+        d = Dispatcher(api, request_cache=RequestCache(count_max=10, ttl_ms=1000),
+                       status=lambda: {}, clock_ms=lambda: 0)
+        if "wait_ms" in args and isinstance(args["wait_ms"], int) and args["wait_ms"] > 0:
+            args["wait_ms"] = 0          # keep the run fast: no real long polls
+        try:
+            await d.dispatch(Request(1, op, args, None), RecordingSession())
+        except QnodeError:
+            pass
+
+    asyncio.run(run())
