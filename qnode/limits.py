@@ -87,3 +87,17 @@ client_auto_extend_max_ms = visibility_timeout_ms_max   # auto_extend never hold
 hello_timeout_ms = 10_000                 # a connection that sends no HELLO within this is closed
 assert push_prefetch_max >= 1
 assert client_backoff_base_ms <= client_backoff_max_ms
+
+# --- Raft metadata (owner: metadata engineer; defaults of qnode/metadata/raft/core.py RaftConfig) --
+raft_election_ticks = 10                  # minimum election timeout in ticks (randomized up to 2x, §5.2)
+raft_heartbeat_ticks = 1                  # leader heartbeat every tick (100 ms ticks in the driver)
+raft_append_entries_count_max = 64        # entries in one AppendEntries
+raft_append_size_max = 1 * MIB            # entry bytes in one AppendEntries (at least one entry)
+raft_inflight_appends_max = 16            # unacknowledged appends per follower
+raft_entry_size_max = 1 * MIB             # one metadata command; larger proposals: InvalidParameter
+raft_uncommitted_size_max = 16 * MIB      # proposed-but-uncommitted bytes before proposals get Busy
+raft_inbox_count_max = 10_000             # inputs queued for one Raft node; beyond: drop/Busy
+raft_compact_every_count = 10_000         # snapshot the metadata state every N applied entries
+assert raft_election_ticks > raft_heartbeat_ticks
+assert raft_uncommitted_size_max >= raft_entry_size_max
+assert raft_entry_size_max <= wal_record_size_max

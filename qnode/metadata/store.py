@@ -28,6 +28,7 @@ import logging
 import random
 from typing import Any, Callable
 
+from qnode import limits
 from qnode.metadata.commands import Command
 from qnode.metadata.raft.core import RaftConfig, RaftCore, Restored
 from qnode.metadata.raft.driver import RaftDriver, Transport
@@ -62,7 +63,8 @@ class MetadataStore:
     @classmethod
     def build(cls, node_id: str, peers: list[str] | tuple[str, ...], wal: RecordLog, transport: Transport,
               *, config: RaftConfig | None = None, seed: int | None = None,
-              tick_interval_ms: int = 100, compact_every_count: int = 10_000) -> "MetadataStore":
+              tick_interval_ms: int = 100,
+              compact_every_count: int = limits.raft_compact_every_count) -> "MetadataStore":
         """Assemble store + driver + core + storage over an opened WAL (SegmentedLog or the
         in-memory MemRecordLog). Run `store.driver.run()` in the node's TaskGroup."""
         storage = RaftStorage(wal)

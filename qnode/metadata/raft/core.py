@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from qnode import limits
 from qnode.metadata.raft.log import RaftLog
 from qnode.metadata.raft.messages import (
     AppendEntries, AppendEntriesResponse, ConfChange, Entry, EntryKind, HardState, Heartbeat,
@@ -77,13 +78,13 @@ class ProgressState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
-    election_ticks: int = 10            # minimum election timeout, in ticks (§5.2)
-    heartbeat_ticks: int = 1            # leader heartbeat interval, in ticks
-    append_entries_count_max: int = 64  # entries per AppendEntries
-    append_size_max: int = 1 << 20      # entry bytes per AppendEntries (at least one entry)
-    inflight_appends_max: int = 16      # unacknowledged appends per follower
-    uncommitted_size_max: int = 16 << 20  # proposed-but-uncommitted bytes before Busy
-    entry_size_max: int = 1 << 20       # one proposal's bytes
+    election_ticks: int = limits.raft_election_ticks          # minimum election timeout (§5.2)
+    heartbeat_ticks: int = limits.raft_heartbeat_ticks        # leader heartbeat interval
+    append_entries_count_max: int = limits.raft_append_entries_count_max
+    append_size_max: int = limits.raft_append_size_max        # at least one entry is always sent
+    inflight_appends_max: int = limits.raft_inflight_appends_max   # per follower
+    uncommitted_size_max: int = limits.raft_uncommitted_size_max   # then proposals get Busy
+    entry_size_max: int = limits.raft_entry_size_max          # one proposal's bytes
     apply_count_max: int = 256          # committed entries handed out per Ready
     stall_heartbeats_max: int = 3       # heartbeat acks without progress before re-probing
     pre_vote: bool = True

@@ -42,6 +42,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
+from qnode import limits
 from qnode.metadata.raft.core import RaftCore, Ready, Role
 from qnode.metadata.raft.messages import Entry, EntryKind, Message, ReadState, Snapshot
 from qnode.metadata.raft.storage import RaftStorage
@@ -49,7 +50,7 @@ from qnode.protocol.errors import Busy, NotLeader, QnodeError, ShuttingDown, Una
 
 log = logging.getLogger(__name__)
 
-inbox_count_max = 10_000          # inputs queued for the core; beyond it: drop messages, Busy for clients
+inbox_count_max = limits.raft_inbox_count_max   # beyond it: drop messages, Busy for clients
 inputs_per_cycle_max = 512        # inputs handled before the next Ready is processed
 
 
@@ -70,7 +71,7 @@ class ProposalDropped(Unavailable):
 class RaftDriver:
     def __init__(self, core: RaftCore, storage: RaftStorage, transport: Transport,
                  state_machine: StateMachine, *, tick_interval_ms: int = 100,
-                 compact_every_count: int = 10_000) -> None:
+                 compact_every_count: int = limits.raft_compact_every_count) -> None:
         assert tick_interval_ms > 0
         assert compact_every_count > 0
         self.core = core
