@@ -237,6 +237,7 @@ class ServerConnection(asyncio.Protocol):
         if want_pause:
             if not self._reading_paused and not self._peer_eof:
                 self._reading_paused = True
+                self._server.stats.reads_paused_total += 1
                 transport.pause_reading()
         elif self._reading_paused and self._inflight < self._inflight_low:
             self._reading_paused = False

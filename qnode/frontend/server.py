@@ -82,6 +82,7 @@ class ServerStats:
     protocol_errors: int = 0
     slow_consumers_closed: int = 0
     requests_total: int = 0
+    reads_paused_total: int = 0          # inbound backpressure engaged (in-flight or outbound bound)
 
 
 class BinaryServer:
@@ -196,5 +197,8 @@ class BinaryServer:
             "protocol_errors": self.stats.protocol_errors,
             "slow_consumers_closed": self.stats.slow_consumers_closed,
             "requests_total": self.stats.requests_total,
+            "reads_paused_total": self.stats.reads_paused_total,
             "request_cache_count": len(self.request_cache),
+            "request_cache_evicted_total": self.request_cache.evicted_count,
+            "request_cache_hits_total": self.request_cache.hit_count,
         }

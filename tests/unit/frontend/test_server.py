@@ -69,6 +69,7 @@ async def test_inflight_requests_are_bounded_by_pausing_reads():
         [conn] = list(server._connections)
         assert conn.inflight == 4
         assert conn._reading_paused
+        assert server.stats.reads_paused_total >= 1
         # Nothing beyond the bound reaches the API while the gate holds the first four.
         assert api.send_calls == 4
         api.send_gate.set()
