@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # it again is safe because of the request id.
 RETRY_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER,
                          ErrorCode.BUSY, ErrorCode.THROTTLED})
+ADDRESSES_COUNT_MAX = 64      # leader hints may add addresses to the client's list, up to this
 # Codes after which the next try goes to another node.
 SWITCH_NODE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER})
 
@@ -543,6 +544,18 @@ class Client:
             conn.close()
             self._index = (self._index + 1) % len(self.addresses)
 
+    def _prefer(self, hint: str) -> None:
+        """Try the node a NOT_LEADER error named next (added to the list if new, bounded)."""
+        try:
+            address = _parse_address(hint)
+        except InvalidParameter:
+            return
+        if address not in self.addresses:
+            if len(self.addresses) >= ADDRESSES_COUNT_MAX:
+                return
+            self.addresses.append(address)
+        self._index = self.addresses.index(address)
+
     async def _backoff(self, attempt: int, deadline: float | None, retry_after_ms: int | None = None) -> None:
         ms = min(self.backoff_max_ms, self.backoff_base_ms * (2 ** (attempt - 1)))
         ms = ms * (0.5 + self._rng.random() / 2)          # jitter: [ms/2, ms)
@@ -594,6 +607,8 @@ class Client:
                     raise
                 if exc.code in SWITCH_NODE_CODES:
                     self._drop(conn)
+                    if exc.leader_hint:
+                        self._prefer(exc.leader_hint)
                 await self._backoff(attempt, deadline, exc.retry_after_ms)
 
     # --- queues --------------------------------------------------------------------------------

@@ -265,3 +265,25 @@ async def test_list_queues_follows_pages_beyond_one_reply(served):
     async with qnode.Client([addr(server)]) as c:
         names = await c.list_queues()
     assert names == [f"q{i:05d}" for i in range(1205)]
+
+
+async def test_not_leader_hint_sends_the_retry_to_the_named_node():
+    class Redirecting(FakeApi):
+        def __init__(self, hint):
+            super().__init__()
+            self.hint = hint
+
+        async def create_queue(self, name, attributes=None, tags=None):
+            raise qnode.NotLeader("ask the leader", leader_hint=self.hint)
+
+    leader_api = FakeApi()
+    leader = await start_server(leader_api)
+    follower = await start_server(Redirecting(addr(leader)))
+    try:
+        async with qnode.Client([addr(follower)], backoff_base=0.001, rng=random.Random(8)) as c:
+            await c.create_queue("routed")
+            assert c.connected_address == addr(leader)
+            assert "routed" in leader_api.queues
+    finally:
+        await follower.stop(1000)
+        await leader.stop(1000)
