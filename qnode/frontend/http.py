@@ -146,7 +146,9 @@ class HttpServer:
         return bound_host, bound_port
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (up to shutdown_timeout_s), close."""
+        """Stop accepting, answer parked long polls empty, let other in-flight requests finish
+        (up to shutdown_timeout_s), close."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            self.gateway.begin_stop()
             await runner.cleanup()

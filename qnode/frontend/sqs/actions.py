@@ -12,6 +12,7 @@ Never sleeps or polls: long polling is the backend's `receive_messages(wait_ms=.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
@@ -45,6 +46,8 @@ class Context:
     host: str
     account_id: str
     region: str
+    stopping: asyncio.Event | None = None    # set when the listener stops: answer long polls
+
 
     def url(self, name: str) -> str:
         return urls.queue_url(self.scheme, self.host, self.account_id, name)
@@ -341,10 +344,12 @@ async def receive_message(api: QueueApi, p: Mapping, ctx: Context) -> dict:
     system_sel = _list(p, "AttributeNames") + _list(p, "MessageSystemAttributeNames")
     attr_sel = _list(p, "MessageAttributeNames")
     messages.select_system_attributes({}, system_sel)  # unknown names fail before waiting
-    got = await api.receive_messages(
+    call = api.receive_messages(
         name, max_count=count, wait_ms=None if wait_s is None else wait_s * 1000,
         visibility_timeout_ms=None if vis_s is None else vis_s * 1000,
         attempt_id=_str(p, "ReceiveRequestAttemptId"))
+    got = await (call if ctx.stopping is None or wait_s == 0
+                 else _unless_stopping(call, ctx.stopping))
     out = []
     for m in got:
         body = m.body.decode("utf-8", errors="replace")
@@ -361,6 +366,26 @@ async def receive_message(api: QueueApi, p: Mapping, ctx: Context) -> dict:
             msg["MessageAttributes"] = messages.render_attributes(attrs)
         out.append(msg)
     return {"Messages": out} if out else {}
+
+
+async def _unless_stopping(call: Awaitable[list], stopping: asyncio.Event) -> list:
+    """Await a long poll, but answer it empty once the listener stops, so that a parked
+    receive never holds up shutdown (what it had taken, if anything, is still returned)."""
+    task = asyncio.ensure_future(call)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        return []
 
 
 async def delete_message(api: QueueApi, p: Mapping, ctx: Context) -> dict:

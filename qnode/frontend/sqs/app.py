@@ -11,6 +11,7 @@ traceback and answered `InternalFailure` without details.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -55,10 +56,15 @@ class SqsGateway:
         self._verifier = (SigV4Verifier(settings.credentials, settings.request_expiry_s)
                           if settings.credentials else None)
         self._inflight = 0
+        self._stopping = asyncio.Event()
         self._boot_id = str(uuid.uuid4())[:23]   # request ids: unique per process, then a counter
         self._request_count = 0
         self.rejected_busy_count = 0
         self.rejected_too_large_count = 0
+
+    def begin_stop(self) -> None:
+        """Answer parked long polls now (empty) so the listener can stop promptly."""
+        self._stopping.set()
 
     @property
     def inflight(self) -> int:
@@ -150,7 +156,8 @@ class SqsGateway:
             if "QueueUrl" not in params and request.path.count("/") >= 2:
                 params["QueueUrl"] = request.path
         ctx = actions.Context(scheme=request.scheme, host=request.host,
-                              account_id=self._settings.account_id, region=self._settings.region)
+                              account_id=self._settings.account_id, region=self._settings.region,
+                              stopping=self._stopping)
         return action, await actions.dispatch(self._api, action, params, ctx)
 
 

@@ -410,3 +410,25 @@ async def test_malformed_requests_get_typed_4xx_never_500(gateway):
         assert status == 400
         assert b"<Code>MissingAction</Code>" in reply
     await asyncio.to_thread(run)
+
+
+async def test_stop_answers_parked_long_polls_promptly():
+    api = FakeApi()
+    server = HttpServer(api, HttpConfig())
+    host, port = await server.start("127.0.0.1", 0)
+    url = f"http://{host}:{port}"
+    await api.create_queue("parked")
+    loop = asyncio.get_running_loop()
+    poll = asyncio.ensure_future(asyncio.to_thread(
+        _raw, url, {"QueueUrl": f"{url}/000000000000/parked", "WaitTimeSeconds": 20},
+        json_target="ReceiveMessage"))
+    deadline = loop.time() + 5
+    while server.gateway.inflight == 0:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.005)
+    t0 = loop.time()
+    await server.stop()
+    status, body, _ = await asyncio.wait_for(poll, 5)
+    assert loop.time() - t0 < 2
+    assert status == 200
+    assert json.loads(body) == {}
