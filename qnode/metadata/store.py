@@ -13,9 +13,10 @@ state-machine side of the RaftDriver (`apply_entry`, `restore_snapshot`, `take_s
 
 Errors: a follower answers NotLeader(leader_hint=<node id or None>) (no forwarding: the caller
 retries at the hint); Busy when Raft's uncommitted/inbox bounds are hit; RequestTimeout when the
-deadline passes (the command may still commit later: retry with the same semantics, the commands
-are idempotent or conflict deterministically); Unavailable (ProposalDropped) when the entry was
-replaced by a new leader's entry (it never took effect).
+deadline passes or the outcome became unknown (the entry was truncated without replacement, or a
+snapshot jumped over it): the command may still commit later, so retry knowing that commands are
+idempotent or conflict deterministically; Unavailable (ProposalDropped) when another entry was
+committed at its index (it never took effect).
 Invariant: `state` only changes inside `apply_entry`/`restore_snapshot`, in Raft order.
 Watch callbacks run synchronously on the loop after each apply; they must not block or raise
 (an exception is logged and the watcher is removed).

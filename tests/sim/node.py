@@ -180,7 +180,12 @@ class SimRaftNode:
             except QnodeError as exc:
                 cb(OpOutcome(error=exc))
                 return
-            assert index not in self._proposals
+            stale = self._proposals.pop(index, None)
+            if stale is not None:
+                # Our older entry at this index was truncated without being replaced (a new leader's
+                # log was shorter). It may still commit through another node's log: unknown.
+                assert stale[0] < term, (stale, term)
+                stale[1](OpOutcome(unknown=True))
             self._proposals[index] = (term, cb, self.sim.now_ns + proposal_timeout_ns)
         elif kind == "read":
             _, fn, cb = item

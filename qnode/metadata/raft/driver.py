@@ -46,7 +46,7 @@ from qnode import limits
 from qnode.metadata.raft.core import RaftCore, Ready, Role
 from qnode.metadata.raft.messages import Entry, EntryKind, Message, ReadState, Snapshot
 from qnode.metadata.raft.storage import RaftStorage
-from qnode.protocol.errors import Busy, NotLeader, QnodeError, ShuttingDown, Unavailable
+from qnode.protocol.errors import Busy, NotLeader, QnodeError, RequestTimeout, ShuttingDown, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,11 @@ class RaftDriver:
             except QnodeError as exc:
                 fut.set_exception(exc)
                 return
+            stale = self._proposals.pop(index, None)
+            if stale is not None and not stale[1].done():
+                # Our older entry here was truncated without replacement; it may still commit
+                # through another node's log, so its outcome is unknown.
+                stale[1].set_exception(RequestTimeout("outcome unknown: entry truncated"))
             self._proposals[index] = (term, fut)
         elif kind == "read":
             fut = item[1]
@@ -243,7 +248,7 @@ class RaftDriver:
                 _term, fut = self._proposals.pop(i)
                 if not fut.done():
                     # A snapshot jumped over it: it may or may not have committed.
-                    fut.set_exception(Unavailable("outcome unknown: state replaced by a snapshot"))
+                    fut.set_exception(RequestTimeout("outcome unknown: state replaced by a snapshot"))
 
     def _wake_applied(self) -> None:
         keep = []
