@@ -83,6 +83,10 @@ class SwimConfig:
     sync_packet_size_max: int = 60_000
     # A push-pull datagram carries as many member records as fit here (under the 65507-byte UDP
     # limit; ~150 bytes each, so ~400 members); larger tables sync a random subset per exchange.
+    reconnect_timeout_ns: int = 6 * 3600 * S
+    # Remember a forgotten down member's address this long, and now and then push-pull with it
+    # (probability down/alive per sync interval, as serf's reconnect): when a partition heals,
+    # the two sides, which declared each other down, find each other again this way.
     join_retry_ns: int = 1 * S
     # First retry delay of a join that got no answer from any seed; doubles each attempt,
     # with +-25 % jitter from the injected RNG.
@@ -118,6 +122,7 @@ class SwimConfig:
             gossip_interval_ns=20 * MS,
             gossip_to_dead_ns=3 * S,
             sync_interval_ns=3 * S,
+            reconnect_timeout_ns=600 * S,
             join_retry_ns=100 * MS,
         )
 

@@ -67,6 +67,7 @@ class Rng(Protocol):
     """The part of `random.Random` the core uses (a core never imports `random` itself)."""
 
     def randrange(self, stop: int) -> int: ...
+    def random(self) -> float: ...
     def randint(self, a: int, b: int) -> int: ...
     def uniform(self, a: float, b: float) -> float: ...
     def shuffle(self, x: list) -> None: ...
@@ -173,6 +174,10 @@ class Swim:
         self._next_sync_ns = 0
         self._next_reap_ns = 0
         self._next_unknown_sync_ns = 0
+        # Forgotten down members (node id -> (address, forgotten at)), retried by push-pull now
+        # and then, so that the two sides of a healed partition find each other again (serf's
+        # reconnect). Bounded by members_max; entries expire after reconnect_timeout_ns.
+        self._failed: dict[str, tuple[str, int]] = {}
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -207,6 +212,7 @@ class Swim:
             if now_ns >= self._next_sync_ns:
                 self._next_sync_ns = now_ns + self._sync_interval_ns()
                 self._sync_with_random_member()
+                self._reconnect(now_ns)
             self._tick_join(now_ns)
         if now_ns >= self._next_gossip_ns and len(self._broadcasts) > 0:
             self._next_gossip_ns = now_ns + self._config.gossip_interval_ns
@@ -314,7 +320,7 @@ class Swim:
             # First contact with the clock: stagger the first probe so that nodes started
             # together do not probe in lockstep.
             self._next_probe_ns = now_ns + self._rng.randrange(self._config.probe_interval_ns)
-            self._next_sync_ns = now_ns + self._config.sync_interval_ns
+            self._next_sync_ns = now_ns + self._rng.randrange(self._config.sync_interval_ns)
             self._next_gossip_ns = now_ns
             self._next_reap_ns = now_ns + self._config.probe_interval_ns
         else:
@@ -323,14 +329,14 @@ class Swim:
 
     def _handle(self, from_addr: str, message: Message, now_ns: int) -> None:
         if isinstance(message, Ping):
-            self._apply_all(message.updates, now_ns)
+            self._apply_all(message.updates, now_ns, from_addr)
             if message.target != self.node_id:
                 self.stats.wrong_target_pings += 1
                 return
             lead = self._check_prober(from_addr, message.source, now_ns)
             self._send(from_addr, Ack(message.seq, self.node_id), lead=lead)
         elif isinstance(message, Ack):
-            self._apply_all(message.updates, now_ns)
+            self._apply_all(message.updates, now_ns, from_addr)
             probe = self._probe
             if probe is not None and probe.seq == message.seq:
                 probe.acked = True
@@ -338,7 +344,7 @@ class Swim:
                 relay = self._relays.pop(message.seq)
                 self._send(relay.requester_addr, Ack(relay.requester_seq, self.node_id))
         elif isinstance(message, PingReq):
-            self._apply_all(message.updates, now_ns)
+            self._apply_all(message.updates, now_ns, from_addr)
             if len(self._relays) >= self._config.relays_max:
                 self.stats.relays_dropped += 1
                 return
@@ -350,7 +356,7 @@ class Swim:
             if probe is not None and probe.seq == message.seq:
                 probe.nacks += 1
         elif isinstance(message, Gossip):
-            self._apply_all(message.updates, now_ns)
+            self._apply_all(message.updates, now_ns, from_addr)
         elif isinstance(message, Sync):
             self._handle_sync(from_addr, message, now_ns)
         else:
@@ -385,20 +391,20 @@ class Swim:
                 # Learn the member first, so that the suspicion has something to apply to.
                 self._apply(Update(update.node_id, update.address, update.incarnation,
                                    State.ALIVE, update.meta, update.source), now_ns)
-            self._apply(update, now_ns)
+            self._apply(update, now_ns, from_addr)
         if message.reply and not self._left:
             self._send_sync(from_addr, reply=False)
         if not message.reply and self._join is not None:
             self._join = None
             self._log.info("joined", extra={"node": self.node_id, "seed": from_addr})
 
-    def _apply_all(self, updates: tuple[Update, ...], now_ns: int) -> None:
+    def _apply_all(self, updates: tuple[Update, ...], now_ns: int, from_addr: str) -> None:
         for update in updates:
-            self._apply(update, now_ns)
+            self._apply(update, now_ns, from_addr)
 
-    def _apply(self, u: Update, now_ns: int) -> None:
+    def _apply(self, u: Update, now_ns: int, from_addr: str | None = None) -> None:
         if u.node_id == self.node_id:
-            self._apply_about_self(u)
+            self._apply_about_self(u, from_addr)
             return
         record = self._members.get(u.node_id)
         if u.state == State.ALIVE:
@@ -410,7 +416,7 @@ class Swim:
         else:
             assert False, u
 
-    def _apply_about_self(self, u: Update) -> None:
+    def _apply_about_self(self, u: Update, from_addr: str | None) -> None:
         if self._left:
             return          # a leaving member never refutes
         if u.state == State.ALIVE:
@@ -419,15 +425,17 @@ class Swim:
                 self._bump_incarnation(u.incarnation + 1)
             return
         if u.incarnation < self.incarnation:
-            # A stale accusation: we refuted it already, but its source has not heard. Tell it
-            # directly (and re-gossip our record), or it would declare us down unopposed.
-            self._reassert(u.source)
+            # A stale accusation: we refuted it already, but its source (or the member that
+            # passed it on) has not heard. Tell them directly and re-gossip our record, or the
+            # accuser would declare us down unopposed.
+            self._reassert(u.source, from_addr)
             return
         # SWIM §4.2: refute by bumping the incarnation; Lifeguard §IV-A: being accused is a sign
         # that we may be the slow one, so lower our own health score.
         self.stats.refutations += 1
         self._bump_awareness(1)
         self._bump_incarnation(u.incarnation + 1)
+        self._reassert(u.source, from_addr)
         self._log.info("refuting suspicion", extra={"node": self.node_id, "claim": u.state.name,
                                                     "by": u.source, "incarnation": self.incarnation})
 
@@ -438,6 +446,7 @@ class Swim:
                 return
             record = _Record(u.node_id, u.address, u.incarnation, State.ALIVE, u.meta, now_ns)
             self._members[u.node_id] = record
+            self._failed.pop(u.node_id, None)
             # SWIM §4.3: a new member goes to a random position of the rest of this round.
             position = self._rng.randint(self._probe_index, len(self._probe_order))
             self._probe_order.insert(position, u.node_id)
@@ -631,6 +640,23 @@ class Swim:
         if candidates:
             self._send_sync(self._members[self._rng.choice(candidates)].address, reply=True)
 
+    def _reconnect(self, now_ns: int) -> None:
+        """serf's reconnect: with probability failed/alive, push-pull with one down member."""
+        horizon = now_ns - self._config.reconnect_timeout_ns
+        for node_id in [k for k, (_, at) in self._failed.items() if at < horizon]:
+            del self._failed[node_id]
+        down = sorted(k for k, r in self._members.items() if r.state == State.DEAD)
+        candidates = down + sorted(k for k in self._failed if k not in self._members)
+        if not candidates:
+            return
+        alive = max(1, self.live_count() - 1)
+        if self._rng.random() >= len(candidates) / alive:
+            return
+        node_id = self._rng.choice(candidates)
+        record = self._members.get(node_id)
+        address = record.address if record is not None else self._failed[node_id][0]
+        self._send_sync(address, reply=True)
+
     def _tick_join(self, now_ns: int) -> None:
         join = self._join
         if join is None:
@@ -659,7 +685,11 @@ class Swim:
                 if r.state in (State.DEAD, State.LEFT) and r.state_change_ns < horizon
                 and k != self.node_id]
         for node_id in gone:
-            del self._members[node_id]
+            record = self._members.pop(node_id)
+            if record.state == State.DEAD:
+                if len(self._failed) >= self._config.members_max:
+                    del self._failed[next(iter(self._failed))]     # the oldest
+                self._failed[node_id] = (record.address, now_ns)
 
     # --- output ----------------------------------------------------------------------------------
 
@@ -736,12 +766,20 @@ class Swim:
         me.state = State.ALIVE
         self._broadcast(me.update(State.ALIVE))
 
-    def _reassert(self, accuser: str) -> None:
+    def _reassert(self, accuser: str, from_addr: str | None) -> None:
+        """Send our current record straight to whoever accused us (and to the sender of the
+        datagram that carried the accusation), besides gossiping it."""
         me = self._members[self.node_id]
-        self._broadcast(me.update(State.ALIVE))
+        alive = me.update(State.ALIVE)
+        self._broadcast(alive)
+        targets = set()
+        if from_addr is not None:
+            targets.add(from_addr)
         record = self._members.get(accuser)
         if record is not None and accuser != self.node_id:
-            self._send(record.address, Gossip(self.node_id, ()), first_key=self.node_id)
+            targets.add(record.address)
+        for address in sorted(targets):
+            self._send(address, Gossip(self.node_id, ()), lead=alive)
 
     def _bump_awareness(self, delta: int) -> None:
         self.awareness = min(max(self.awareness + delta, 0), self._config.awareness_max - 1)
@@ -761,3 +799,4 @@ class Swim:
         assert len(self._relays) <= self._config.relays_max
         assert len(self._members) <= self._config.members_max
         assert len(self._probe_first) <= len(self._members)
+        assert len(self._failed) <= self._config.members_max

@@ -328,3 +328,23 @@ def test_config_profiles_are_valid_and_validate_reports_every_problem():
     assert len(problems) == 2
     late = SwimConfig.lan().with_(probe_timeout_ns=700 * NS_PER_MS, indirect_timeout_ns=800 * NS_PER_MS)
     assert late.validate() == ["probe_timeout_ns + indirect_timeout_ns must fit in probe_interval_ns"]
+
+
+def test_sides_of_a_healed_partition_find_each_other_again():
+    s, ids = cluster(8)
+    left, right = ids[:4], ids[4:]
+    s.net.partition(left, right)
+    run_for(s, 60)                          # long enough to be declared down and forgotten
+    for observer in left:
+        assert s.swim(observer).live_count() == 4
+        assert all(s.swim(observer).member(o) is None or s.swim(observer).member(o).state == State.DEAD
+                   for o in right)
+    s.net.heal()
+    healed_at = s.sim.now_ns
+    deadline = healed_at + 300 * NS_PER_S
+    while s.sim.now_ns < deadline:
+        run_for(s, 5)
+        if all(s.swim(o).live_count() == 8 for o in ids):
+            break
+    assert all(s.swim(o).live_count() == 8 for o in ids), [s.swim(o).live_count() for o in ids]
+    assert s.sim.now_ns - healed_at <= 120 * NS_PER_S
