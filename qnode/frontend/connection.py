@@ -98,7 +98,7 @@ class ServerConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=cfg.outbound_pending_size_high,
                                           low=cfg.outbound_pending_size_high // 4)
         if not self._server.admit(self):
-            self._fail(OverLimit("too many connections"))
+            self._fail(OverLimit("too many connections"), violation=False)
             return
         self._hello_timer = self._loop.call_later(cfg.hello_timeout_ms / 1000, self._on_hello_timeout)
 
@@ -294,9 +294,10 @@ class ServerConnection(asyncio.Protocol):
         assert self._transport is not None
         self._transport.abort()
 
-    def _fail(self, exc: QnodeError) -> None:
+    def _fail(self, exc: QnodeError, *, violation: bool = True) -> None:
         """Protocol violation (or refusal): error frame, then close."""
-        self._server.stats.protocol_errors += 1
+        if violation:
+            self._server.stats.protocol_errors += 1
         log.debug("closing connection after protocol error",
                   extra={"peer": self.peer, "code": int(exc.code)})
         if self._core.state is not State.CLOSED:

@@ -194,6 +194,3 @@ class ProtocolConnection:
         elif t is Goodbye:
             self.state = State.CLOSED
         return self._encoder.encode(to_wire(msg))
-
-    def send_many(self, msgs: list[Message]) -> list[bytes]:
-        return [self.send(m) for m in msgs]

@@ -172,6 +172,7 @@ async def test_connection_bound():
         assert type(ev) is Goodbye
         assert ev.code == ErrorCode.OVER_LIMIT
         assert server.stats.connections_rejected == 1
+        assert server.stats.protocol_errors == 0
         await a.close()
         await wait_for(lambda: server.connection_count == 1)
         d = await RawClient.connect(server)
