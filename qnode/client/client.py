@@ -314,7 +314,7 @@ class Consumption:
         self._buf = None
         self._closed = False
         self._extenders: dict[Message, asyncio.Task] = {}
-        self._pending_credit = 0
+        self._queue_vt_ms: int | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def __aiter__(self) -> "Consumption":
@@ -335,7 +335,6 @@ class Consumption:
         self.conn = conn
         self.sid = result["subscription"]
         self._buf = conn.open_push_buffer(self.sid, capacity)
-        self._pending_credit = 0
 
     async def __anext__(self) -> Message:
         attempts = 0
@@ -398,11 +397,14 @@ class Consumption:
                 return
 
     async def _queue_visibility_ms(self) -> int:
-        try:
-            attrs = await self.queue.attributes("VisibilityTimeout")
-            return int(float(attrs.get("VisibilityTimeout", "30")) * 1000)
-        except (QnodeError, ValueError):
-            return limits.visibility_timeout_ms_default
+        """The queue's VisibilityTimeout, asked once per consumption (not once per message)."""
+        if self._queue_vt_ms is None:
+            try:
+                attrs = await self.queue.attributes("VisibilityTimeout")
+                self._queue_vt_ms = int(float(attrs.get("VisibilityTimeout", "30")) * 1000)
+            except (QnodeError, ValueError):
+                self._queue_vt_ms = limits.visibility_timeout_ms_default
+        return self._queue_vt_ms
 
     def _stop_extenders(self) -> None:
         for task in self._extenders.values():
