@@ -2,7 +2,8 @@
 keeps what was acknowledged, dedup survives restart, graceful close answers parked waiters.
 
 Method: open the service on `tmp_path`, drive it through the QueueApi, restart by close + open.
-Every wait is an awaited future or event, bounded by `asyncio.timeout`; no sleeps."""
+Every wait is an awaited future, or a condition polled until a deadline (`wait_for`), bounded
+by `asyncio.timeout`; no fixed sleeps."""
 
 from __future__ import annotations
 
@@ -23,13 +24,25 @@ async def open_svc(path: Path) -> BackendService:
     return await BackendService.open(path, CONFIG)
 
 
+async def wait_for(predicate, timeout_s: float = 10.0) -> None:
+    """Poll `predicate` until true or the deadline (a bounded condition wait)."""
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+async def parked(svc: BackendService, count: int) -> None:
+    async def check() -> bool:
+        return svc.stats()["backend"]["waiters"] == count
+    await wait_for(check)
+
+
 async def test_long_poll_wakes_when_message_is_durable(tmp_path: Path) -> None:
     svc = await open_svc(tmp_path)
     try:
         await svc.create_queue("q")
         poll = asyncio.ensure_future(svc.receive_messages("q", max_count=10, wait_ms=20_000))
-        await asyncio.sleep(0)  # let the poll park (an ordering yield, not a wait for time)
-        assert svc.stats()["backend"]["waiters"] == 1
+        await parked(svc, 1)
         [result] = await svc.send_messages("q", [SendEntry(b"hello")])
         async with asyncio.timeout(5):
             got = await poll
@@ -78,7 +91,7 @@ async def test_close_answers_parked_waiters_and_refuses_new_calls(tmp_path: Path
     svc = await open_svc(tmp_path)
     await svc.create_queue("q")
     polls = [asyncio.ensure_future(svc.receive_messages("q", wait_ms=20_000)) for _ in range(3)]
-    await asyncio.sleep(0)
+    await parked(svc, 3)
     await svc.close()
     async with asyncio.timeout(5):
         assert await asyncio.gather(*polls) == [[], [], []]
@@ -112,8 +125,8 @@ async def test_push_consumer_respects_prefetch_and_close_returns_messages(tmp_pa
         async with asyncio.timeout(5):
             first = [await consumer.next(), await consumer.next()]
         blocked = asyncio.ensure_future(consumer.next())
-        await asyncio.sleep(0)
-        assert not blocked.done()
+        done, _ = await asyncio.wait({blocked}, timeout=0.05)   # no credit: must not complete
+        assert not done
         assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessagesNotVisible"] == "2"
         await svc.delete_messages("q", [first[0].receipt])
         consumer.settle(1)
@@ -126,13 +139,6 @@ async def test_push_consumer_respects_prefetch_and_close_returns_messages(tmp_pa
         assert attrs["ApproximateNumberOfMessages"] == "4"
     finally:
         await svc.close()
-
-
-async def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    """Poll `predicate` until true or the deadline (a bounded condition wait)."""
-    async with asyncio.timeout(timeout_s):
-        while not await predicate():
-            await asyncio.sleep(0.01)
 
 
 async def test_dead_letter_and_move_task_back_through_the_service(tmp_path: Path) -> None:
