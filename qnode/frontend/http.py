@@ -8,7 +8,8 @@ Protected mode (DESIGN.md "Roles in a cluster"):
 - no credentials, other address    -> `start` raises `ProtectedModeError`, unless
                                       `insecure_no_auth=True` (then a warning at every start).
 Bounds: request body `body_size_max` (413 beyond), `inflight_requests_max` concurrent SQS
-requests (503 ServiceUnavailable beyond, which SDKs retry), aiohttp's header limits.
+requests and `inflight_body_size_max` buffered request bytes (503 ServiceUnavailable beyond,
+which SDKs retry), aiohttp's header limits.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from qnode.frontend.sqs.app import GatewaySettings, SqsGateway
 
 log = logging.getLogger(__name__)
 
-# A SendMessageBatch of 10 x 1 MiB bodies, each possibly JSON-escaped or base64'd, plus
-# attributes: 16 MiB leaves room; the batch itself is then refused as BatchRequestTooLong.
-HTTP_BODY_SIZE_MAX = 16 * limits.MIB
+# A SendMessageBatch of 10 x 1 MiB bodies fits even JSON-escaped (botocore writes non-ASCII as
+# \uXXXX: at worst 3x for 2-byte UTF-8) or base64'd, plus attributes; the batch itself is then
+# refused as BatchRequestTooLong (SQS counts the whole batch against 1 MiB).
+HTTP_BODY_SIZE_MAX = 10 * 3 * limits.message_size_max + 2 * limits.MIB
 HTTP_INFLIGHT_REQUESTS_MAX = 10_000    # long polls hold a slot each; beyond: 503
+HTTP_INFLIGHT_BODY_SIZE_MAX = 256 * limits.MIB   # request bytes buffered at once; beyond: 503
 HTTP_SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -47,6 +50,7 @@ class HttpConfig:
     request_expiry_s: int = 900            # SigV4: X-Amz-Date within this of the server clock
     body_size_max: int = HTTP_BODY_SIZE_MAX
     inflight_requests_max: int = HTTP_INFLIGHT_REQUESTS_MAX
+    inflight_body_size_max: int = HTTP_INFLIGHT_BODY_SIZE_MAX
     shutdown_timeout_s: float = HTTP_SHUTDOWN_TIMEOUT_S
 
     def validate(self) -> list[str]:
@@ -61,6 +65,8 @@ class HttpConfig:
             problems.append("body_size_max must hold at least two maximum-size messages")
         if self.inflight_requests_max <= 0:
             problems.append("inflight_requests_max must be positive")
+        if self.inflight_body_size_max < self.body_size_max:
+            problems.append("inflight_body_size_max must be at least body_size_max")
         return problems
 
 
@@ -89,7 +95,8 @@ class HttpServer:
             account_id=config.account_id, region=config.region,
             credentials=dict(config.credentials), request_expiry_s=config.request_expiry_s,
             body_size_max=config.body_size_max,
-            inflight_requests_max=config.inflight_requests_max))
+            inflight_requests_max=config.inflight_requests_max,
+            inflight_body_size_max=config.inflight_body_size_max))
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:

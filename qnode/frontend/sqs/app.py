@@ -1,6 +1,7 @@
 """The aiohttp side of the SQS gateway: one handler for `POST /` and `POST|GET /<account>/<queue>`.
 
-Per request, in order: bound the in-flight count (over: 503 ServiceUnavailable) -> read the body
+Per request, in order: bound the in-flight count and buffered body bytes (over: 503
+ServiceUnavailable, which SDKs retry) -> read the body
 within `body_size_max` (over: 413 RequestEntityTooLarge) -> pick the protocol (an
 `X-Amz-Target: AmazonSQS.<Action>` header is the JSON protocol; anything else is the query
 protocol, parameters from the URL and a form body) -> verify SigV4 when credentials are
@@ -43,6 +44,7 @@ class GatewaySettings:
     request_expiry_s: int
     body_size_max: int
     inflight_requests_max: int
+    inflight_body_size_max: int           # request bytes buffered across in-flight requests
 
 
 class SqsGateway:
@@ -51,11 +53,13 @@ class SqsGateway:
     def __init__(self, api: QueueApi, settings: GatewaySettings) -> None:
         assert settings.body_size_max > 0
         assert settings.inflight_requests_max > 0
+        assert settings.inflight_body_size_max >= settings.body_size_max
         self._api = api
         self._settings = settings
         self._verifier = (SigV4Verifier(settings.credentials, settings.request_expiry_s)
                           if settings.credentials else None)
         self._inflight = 0
+        self._inflight_body_size = 0
         self._stopping = asyncio.Event()
         self._boot_id = str(uuid.uuid4())[:23]   # request ids: unique per process, then a counter
         self._request_count = 0
@@ -75,14 +79,20 @@ class SqsGateway:
         request_id = f"{self._boot_id}-{self._request_count:012x}"
         is_json = request.headers.get("X-Amz-Target", "").startswith(_TARGET_PREFIX)
         try:
-            if self._inflight >= self._settings.inflight_requests_max:
+            # Reserve the body's bytes up front (the whole bound when the length is unknown).
+            reserve = min(request.content_length if request.content_length is not None
+                          else self._settings.body_size_max, self._settings.body_size_max)
+            if (self._inflight >= self._settings.inflight_requests_max
+                    or self._inflight_body_size + reserve > self._settings.inflight_body_size_max):
                 self.rejected_busy_count += 1
                 raise Busy("Too many requests in flight; retry.")
             self._inflight += 1
+            self._inflight_body_size += reserve
             try:
                 action, result = await self._serve(request, is_json)
             finally:
                 self._inflight -= 1
+                self._inflight_body_size -= reserve
         except QnodeError as err:
             if err.code is ErrorCode.INTERNAL:
                 log.warning("sqs request failed", extra={"request_id": request_id,

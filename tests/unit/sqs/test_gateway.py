@@ -313,6 +313,10 @@ async def test_body_over_the_bound_is_413_in_the_request_protocol(gateway):
         with pytest.raises(c.exceptions.BatchRequestTooLong):
             c.send_message_batch(QueueUrl=q, Entries=[
                 {"Id": str(i), "MessageBody": "y" * (1024 * 1024 - 64)} for i in range(10)])
+        # Worst case for JSON escaping: 2-byte UTF-8 characters become 6-byte \u00e9 escapes.
+        with pytest.raises(c.exceptions.BatchRequestTooLong):
+            c.send_message_batch(QueueUrl=q, Entries=[
+                {"Id": str(i), "MessageBody": "\u00e9" * (512 * 1024 - 64)} for i in range(10)])
     await asyncio.to_thread(run)
 
 
@@ -432,3 +436,31 @@ async def test_stop_answers_parked_long_polls_promptly():
     assert loop.time() - t0 < 2
     assert status == 200
     assert json.loads(body) == {}
+
+
+async def test_buffered_body_budget_answers_503():
+    api = FakeApi()
+    size = 3 * 1024 * 1024
+    server = HttpServer(api, HttpConfig(body_size_max=size, inflight_body_size_max=size))
+    host, port = await server.start("127.0.0.1", 0)
+    url = f"http://{host}:{port}"
+    try:
+        await api.create_queue("budget")
+        padded = json.dumps({"QueueUrl": f"{url}/000000000000/budget", "WaitTimeSeconds": 2})
+        padded = padded[:-1] + " " * (size - len(padded)) + "}"
+        parked = asyncio.ensure_future(asyncio.to_thread(
+            _raw, url, {}, json_target="ReceiveMessage", body=padded.encode()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while server.gateway.inflight == 0:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+        status, _, headers = await asyncio.to_thread(_raw, url, {}, json_target="ListQueues")
+        assert status == 503
+        assert headers["x-amzn-query-error"] == "ServiceUnavailable;Receiver"
+        status, _, _ = await parked
+        assert status == 200
+        status, _, _ = await asyncio.to_thread(_raw, url, {}, json_target="ListQueues")
+        assert status == 200
+    finally:
+        await server.stop()
