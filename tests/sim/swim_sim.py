@@ -46,12 +46,16 @@ class SwimSimOptions:
     warmup_ns: int = 20 * NS_PER_S
     crash_cycle_ns: int = 40 * NS_PER_S     # one crash per cycle; restart half a cycle later
     detect_deadline_ns: int = 60 * NS_PER_S  # a crash not detected by everyone by then is a miss
+    duplicate_probability: float = 0.0
+    reorder_probability: float = 0.0        # reordered packets get up to 20 ms extra delay
     config: SwimConfig = field(default_factory=SwimConfig.lan)
 
     def describe(self) -> str:
         return (f"members={self.members} loss={self.loss_probability} "
                 f"delay_min_ms={self.delay_ns_min / 1e6} delay_mean_ms={self.delay_ns_mean / 1e6} "
-                f"duration_s={self.duration_ns // NS_PER_S} cycle_s={self.crash_cycle_ns // NS_PER_S}")
+                f"duration_s={self.duration_ns // NS_PER_S} cycle_s={self.crash_cycle_ns // NS_PER_S}"
+                + (f" dup={self.duplicate_probability}" if self.duplicate_probability else "")
+                + (f" reorder={self.reorder_probability}" if self.reorder_probability else ""))
 
 
 @dataclass(slots=True)
@@ -87,7 +91,9 @@ class SwimSimulation:
         self.options = options
         self.sim = Simulation(seed, options, trace_echo=trace_echo)
         path = PathOptions(delay_ns_min=options.delay_ns_min, delay_ns_mean=options.delay_ns_mean,
-                           loss_probability=options.loss_probability)
+                           loss_probability=options.loss_probability,
+                           duplicate_probability=options.duplicate_probability,
+                           reorder_probability=options.reorder_probability)
         self.net = SimNetwork(self.sim, self.sim.derive_rng("net"), NetworkOptions(path=path))
         self.rng = self.sim.derive_rng("faults")
         self.nodes: dict[str, _Node] = {}
@@ -310,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seeds", default="1", help="comma list, or a range like 1-5")
     parser.add_argument("--cycle", type=float, default=40.0, help="seconds between crashes")
+    parser.add_argument("--dup", type=float, default=0.0, help="duplication probability")
+    parser.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
     parser.add_argument("--trace", action="store_true", help="print every trace line")
     args = parser.parse_args(argv)
     if "-" in args.seeds:
@@ -320,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.hours * 3600 if args.hours is not None else args.seconds
     options = SwimSimOptions(members=args.members, loss_probability=args.loss,
                              duration_ns=int(seconds * NS_PER_S),
-                             crash_cycle_ns=int(args.cycle * NS_PER_S))
+                             crash_cycle_ns=int(args.cycle * NS_PER_S),
+                             duplicate_probability=args.dup, reorder_probability=args.reorder)
     started = time.monotonic()
     results = [SwimSimulation(seed, options, trace_echo=args.trace).run() for seed in seeds]
     print(summarize(results, options))
