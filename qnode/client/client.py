@@ -18,11 +18,11 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from qnode import limits
 from qnode.client import values
-from qnode.client.connection import ClientConnection, ConnectionLost
+from qnode.client.connection import ClientConnection, ConnectionLost  # noqa: F401  (re-export)
 from qnode.frontend.api import MessageAttribute
 from qnode.protocol import payloads
 from qnode.protocol.errors import (

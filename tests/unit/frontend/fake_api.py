@@ -13,7 +13,7 @@ import hashlib
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from qnode.frontend.api import MoveTask, QueueInfo, ReceivedMessage, SendEntry, SendResult
 from qnode.protocol.errors import (
