@@ -292,3 +292,29 @@ async def test_visibility_timeout_and_change_visibility(sqs_endpoint):
                                         VisibilityTimeout=43201)
         assert info.value.response["Error"]["Code"] == "InvalidParameterValue"
     await asyncio.to_thread(run)
+
+
+async def test_delay_seconds_and_queue_default_wait(sqs_endpoint):
+    url, _ = sqs_endpoint
+
+    def run():
+        c = client(url)
+        q = c.create_queue(QueueName="delay", Attributes={
+            "ReceiveMessageWaitTimeSeconds": "1"})["QueueUrl"]
+        # No WaitTimeSeconds: the queue's ReceiveMessageWaitTimeSeconds (1 s) applies.
+        t0 = time.monotonic()
+        assert "Messages" not in c.receive_message(QueueUrl=q)
+        assert 0.9 <= time.monotonic() - t0 < 2.5
+        t0 = time.monotonic()
+        c.send_message(QueueUrl=q, MessageBody="later", DelaySeconds=1)
+        assert "Messages" not in c.receive_message(QueueUrl=q, WaitTimeSeconds=0)
+        [m] = c.receive_message(QueueUrl=q, WaitTimeSeconds=5)["Messages"]
+        assert m["Body"] == "later"
+        assert 0.9 <= time.monotonic() - t0 < 3
+        r = c.send_message_batch(QueueUrl=q, Entries=[
+            {"Id": "d", "MessageBody": "batch later", "DelaySeconds": 1}])
+        assert [e["Id"] for e in r["Successful"]] == ["d"]
+        assert "Messages" not in c.receive_message(QueueUrl=q, WaitTimeSeconds=0)
+        [m] = c.receive_message(QueueUrl=q, WaitTimeSeconds=5)["Messages"]
+        assert m["Body"] == "batch later"
+    await asyncio.to_thread(run)
