@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from qnode import limits
 from qnode.client import values
-from qnode.client.connection import ClientConnection, ConnectionLost  # noqa: F401  (re-export)
+from qnode.client.connection import ClientConnection
 from qnode.frontend.api import MessageAttribute
 from qnode.protocol import payloads
 from qnode.protocol.errors import (
