@@ -381,7 +381,12 @@ class Consumption:
         task = asyncio.get_running_loop().create_task(self._extend(msg))
         self._extenders[msg] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._extender_done)
+
+    def _extender_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("visibility auto-extend failed", exc_info=task.exception())
 
     async def _extend(self, msg: Message) -> None:
         vt_ms = self.visibility_timeout_ms or await self._queue_visibility_ms()
