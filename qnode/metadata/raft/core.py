@@ -432,7 +432,8 @@ class RaftCore:
                 pr.recent_active = node_id == self.id
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._broadcast_heartbeat(0)
+            # Carry the newest ReadIndex round while reads wait, so a lost round is retried.
+            self._broadcast_heartbeat(self._read_round if self._pending_reads else 0)
 
     def _quorum_active(self) -> bool:
         active = sum(1 for v in self.voters if v in self.progress and self.progress[v].recent_active)

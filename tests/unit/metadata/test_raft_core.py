@@ -393,3 +393,18 @@ def test_heartbeat_commit_never_exceeds_follower_log():
     beats = [m for m in net.sent if isinstance(m, Heartbeat)]
     assert beats
     assert all(m.commit <= net.cores[m.dst].log.last_index() for m in beats)
+
+
+def test_read_index_round_is_retried_by_heartbeats_after_loss():
+    net = Net(IDS)
+    net.elect("n1")
+    leader = net.cores["n1"]
+    leader.read_index(5)
+    rd = leader.ready()              # the read round's heartbeats are lost
+    net.storages["n1"].save(rd.hard_state, rd.snapshot, rd.entries)
+    leader.advance(rd)
+    net.stabilize()
+    assert net.read_states["n1"] == []
+    net.tick("n1", net.config.heartbeat_ticks)
+    net.stabilize()
+    assert [(r.ctx, r.index) for r in net.read_states["n1"]] == [(5, 1)]
