@@ -101,3 +101,13 @@ raft_compact_every_count = 10_000         # snapshot the metadata state every N 
 assert raft_election_ticks > raft_heartbeat_ticks
 assert raft_uncommitted_size_max >= raft_entry_size_max
 assert raft_entry_size_max <= wal_record_size_max
+
+# --- SWIM membership (owner: membership engineer; defaults of qnode/membership/config.py) -------
+swim_packet_size_max = 1_400              # probe/gossip datagram: below a 1500-byte MTU (memberlist)
+swim_sync_packet_size_max = 60_000        # push-pull datagram: under the 65,507-byte UDP limit
+swim_broadcast_queue_count_max = 1_024    # pending piggyback updates; overflow drops the most-sent
+swim_members_count_max = 4_096            # member table; more new members are ignored (counted)
+swim_relays_count_max = 256               # pending ping-req relays run for others; more are dropped
+swim_outbox_count_max = 4_096             # datagrams the shell has not taken yet; more are dropped
+swim_events_count_max = 10_000            # events the shell has not taken yet; oldest dropped
+assert swim_packet_size_max < swim_sync_packet_size_max < 65_507

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from qnode import limits
+
 MS = 1_000_000
 S = 1_000 * MS
 
@@ -69,10 +71,10 @@ class SwimConfig:
     # Keep gossiping to members declared down/left this long, so that a wrongly declared member
     # learns of it and refutes (memberlist GossipToTheDeadTime: 30 s). Also how long a down or
     # left member stays in the table (rejecting stale "alive" gossip) before it is forgotten.
-    broadcast_queue_max: int = 1024
+    broadcast_queue_max: int = limits.swim_broadcast_queue_count_max
     # Piggyback buffer bound: at most this many pending updates; on overflow the most-transmitted
     # (then oldest) update is dropped. One update per member, so this covers 1024 members' churn.
-    packet_size_max: int = 1400
+    packet_size_max: int = limits.swim_packet_size_max
     # Bytes per probe/gossip datagram, piggybacked updates included: fits a 1500-byte Ethernet
     # MTU without IP fragmentation (memberlist UDPBufferSize: 1400).
 
@@ -80,7 +82,7 @@ class SwimConfig:
     sync_interval_ns: int = 30 * S
     # Full state exchange with one random member this often: repairs anything gossip missed and
     # merges healed partitions (memberlist PushPullInterval: 30 s).
-    sync_packet_size_max: int = 60_000
+    sync_packet_size_max: int = limits.swim_sync_packet_size_max
     # A push-pull datagram carries as many member records as fit here (under the 65507-byte UDP
     # limit; ~150 bytes each, so ~400 members); larger tables sync a random subset per exchange.
     reconnect_timeout_ns: int = 6 * 3600 * S
@@ -95,13 +97,13 @@ class SwimConfig:
     # be joined by others).
 
     # --- bounds ---
-    members_max: int = 4096
+    members_max: int = limits.swim_members_count_max
     # Members kept in the table; updates about new members beyond this are ignored (counted).
-    relays_max: int = 256
+    relays_max: int = limits.swim_relays_count_max
     # Pending ping-req relays (indirect probes we run for others); more requests are dropped.
-    outbox_max: int = 4096
+    outbox_max: int = limits.swim_outbox_count_max
     # Pending datagrams before the shell takes them; beyond this new sends are dropped (counted).
-    events_max: int = 10_000
+    events_max: int = limits.swim_events_count_max
     # Pending events before the shell takes them; beyond this the oldest are dropped (counted).
 
     @staticmethod
