@@ -15,7 +15,6 @@ which SDKs retry), aiohttp's header limits.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Mapping

@@ -179,5 +179,7 @@ async def test_cancel_message_move_task(sqs_endpoint):
         assert task["DestinationArn"] == ARN + "elsewhere"
         with pytest.raises(c.exceptions.ResourceNotFoundException):
             c.cancel_message_move_task(TaskHandle="no-such-task")
-        del dest
+        in_dest = int(c.get_queue_attributes(QueueUrl=dest, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+        assert moved <= in_dest < 40
     await asyncio.to_thread(run)
