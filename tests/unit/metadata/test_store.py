@@ -15,7 +15,7 @@ from qnode.metadata.raft.core import RaftConfig, Role
 from qnode.metadata.raft.driver import LoopbackNetwork
 from qnode.metadata.raft.memlog import MemRecordLog
 from qnode.metadata.store import MetadataStore
-from qnode.protocol.errors import NotLeader, QueueAlreadyExists
+from qnode.protocol.errors import NotLeader, QueueAlreadyExists, RequestTimeout
 
 IDS = ["n1", "n2", "n3"]
 
@@ -96,3 +96,34 @@ async def test_single_node_store_on_real_disk_survives_restart(tmp_path):
         assert again.driver.core.log.snapshot_index >= 4      # restarted from a checkpoint
         assert again.driver.core.term >= 2
         again.driver.stop()
+
+
+async def test_isolated_leader_is_replaced_and_its_reads_fail():
+    net = LoopbackNetwork()
+    cfg = RaftConfig(election_ticks=5, heartbeat_ticks=1)
+    stores = {}
+    for n, i in enumerate(IDS):
+        store = MetadataStore.build(i, IDS, MemRecordLog(), net.transport(i), config=cfg, seed=n,
+                                    tick_interval_ms=5)
+        net.register(i, store.driver)
+        stores[i] = store
+    async with asyncio.TaskGroup() as tg:
+        for s in stores.values():
+            tg.create_task(s.driver.run())
+        try:
+            old = await wait_for(lambda: next((s for s in stores.values()
+                                               if s.driver.core.role is Role.LEADER), None))
+            await old.propose(c.create_queue("a"))
+            net.isolate(old.node_id)
+            new = await wait_for(lambda: next((s for s in stores.values() if s is not old
+                                               and s.driver.core.role is Role.LEADER), None))
+            await new.propose(c.create_queue("b"))
+            # The old leader can no longer confirm leadership: its linearizable read fails or times out.
+            with pytest.raises((NotLeader, RequestTimeout)):
+                await old.read(lambda st: st.list_queues(), timeout_ms=500)
+            net.heal()
+            await wait_for(lambda: old.state.get_queue("b") is not None)
+            assert await new.read(lambda st: st.list_queues()) == ["a", "b"]
+        finally:
+            for s in stores.values():
+                s.driver.stop()
