@@ -50,7 +50,7 @@ from typing import Protocol, Sequence, TypeVar
 
 from qnode.membership.broadcast import BroadcastQueue
 from qnode.membership.codec import (
-    Ack, Gossip, Message, Nack, Ping, PingReq, Sync, SwimDecodeError, Update,
+    UPDATES_COUNT_MAX, Ack, Gossip, Message, Nack, Ping, PingReq, Sync, SwimDecodeError, Update,
     decode, encode_wire, update_to_wire, wire_size,
 )
 from qnode.membership.config import SwimConfig
@@ -728,6 +728,8 @@ class Swim:
             record = self._members[node_id]
             update = Update(record.node_id, record.address, record.incarnation, record.state,
                             record.meta, self.node_id)
+            if len(updates) >= UPDATES_COUNT_MAX:
+                break               # the receiver's decoder caps a datagram's update count
             size = wire_size(update_to_wire(update))
             if used + size > budget:
                 continue

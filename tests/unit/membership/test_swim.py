@@ -348,3 +348,15 @@ def test_sides_of_a_healed_partition_find_each_other_again():
             break
     assert all(s.swim(o).live_count() == 8 for o in ids), [s.swim(o).live_count() for o in ids]
     assert s.sim.now_ns - healed_at <= 120 * NS_PER_S
+
+
+def test_push_pull_of_a_large_table_fits_one_datagram_and_decodes():
+    config = SwimConfig.lan().with_(members_max=2000)
+    swim = _lone_core(config)
+    _introduce(swim, 1200, 0)
+    swim.take_outbox()
+    swim.on_packet("10.9.9.9:7946", encode(Sync("m000", True, ())), 1)
+    replies = [decode(x.packet) for x in swim.take_outbox() if isinstance(decode(x.packet), Sync)]
+    assert len(replies) == 1
+    assert 300 <= len(replies[0].members) <= 512
+    assert replies[0].members[0].node_id == "me"
