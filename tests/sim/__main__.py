@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(result.report())
         if not result.ok:
             print(f"git commit: {_git_commit()}")
+            if args.options == "fast":
+                print("(replay with --options fast)")
         return 0 if result.ok else 1
     if not args.seeds:
         p.error("give --seed N or --seeds K")
