@@ -100,3 +100,37 @@ def test_fuzz_truncations_and_flips_of_valid_datagrams():
             for _ in range(rng.randint(1, 4)):
                 mutated[rng.randrange(len(mutated))] = rng.randrange(256)
             _decode_or_typed_error(bytes(mutated))
+
+
+# --- property: any valid message round-trips --------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_ids = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=1, max_size=20)
+_addresses = st.builds(lambda h, p: f"{h}:{p}", st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True),
+                       st.integers(0, 65535))
+_metas = st.builds(
+    Meta.build,
+    roles=st.lists(st.sampled_from(["frontend", "metadata", "backend"]), max_size=3, unique=True),
+    binary_address=st.one_of(st.just(""), _addresses),
+    cell=st.text(max_size=10),
+    load=st.dictionaries(st.text(min_size=1, max_size=8),
+                         st.one_of(st.integers(-2**40, 2**40),
+                                   st.floats(allow_nan=False, allow_infinity=False)), max_size=4))
+_updates = st.builds(Update, _ids, _addresses, st.integers(0, 2**63 - 1), st.sampled_from(list(State)),
+                     _metas, _ids)
+_seqs = st.integers(0, 2**63 - 1)
+_messages = st.one_of(
+    st.builds(Ping, _seqs, _ids, _ids, st.lists(_updates, max_size=4).map(tuple)),
+    st.builds(Ack, _seqs, _ids, st.lists(_updates, max_size=4).map(tuple)),
+    st.builds(PingReq, _seqs, _ids, _ids, _addresses, st.lists(_updates, max_size=4).map(tuple)),
+    st.builds(Nack, _seqs, _ids),
+    st.builds(Gossip, _ids, st.lists(_updates, max_size=4).map(tuple)),
+    st.builds(Sync, _ids, st.booleans(), st.lists(_updates, max_size=4).map(tuple)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_messages)
+def test_property_every_valid_message_round_trips(message):
+    assert decode(encode(message)) == message

@@ -101,3 +101,19 @@ async def test_leaving_member_is_seen_as_left_and_metadata_updates_arrive():
 async def test_wildcard_bind_needs_an_advertised_host():
     with pytest.raises(ValueError):
         await Membership.start("x", "0.0.0.0", 0, Meta(), [], SwimConfig.local_test())
+
+
+def test_down_detection_under_uvloop():
+    """The node runs on uvloop: the same crash scenario on a uvloop event loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        (a, b, c), (wa, wb, wc) = await start_three()
+        try:
+            await b.stop()
+            await wa.wait(is_(MemberDown, "b"))
+            await wc.wait(is_(MemberDown, "b"))
+        finally:
+            await stop_all((a, b, c))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
