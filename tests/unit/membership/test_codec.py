@@ -107,7 +107,7 @@ def test_fuzz_truncations_and_flips_of_valid_datagrams():
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _ids = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=1, max_size=20)
-_addresses = st.builds(lambda h, p: f"{h}:{p}", st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True),
+_addresses = st.builds(lambda h, p: f"{h}:{p}", st.text("abcxyz0189.-", min_size=1, max_size=20),
                        st.integers(0, 65535))
 _metas = st.builds(
     Meta.build,
@@ -130,7 +130,7 @@ _messages = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_messages)
 def test_property_every_valid_message_round_trips(message):
     assert decode(encode(message)) == message
