@@ -266,6 +266,7 @@ class Swim:
         self._join = _Join(seeds, attempt=1, next_ns=None)
         for seed in seeds:
             self._send_sync(seed, reply=True)
+        self._check_invariants()
 
     @property
     def joined(self) -> bool:
@@ -288,6 +289,7 @@ class Swim:
         self._broadcast(me.update(State.LEFT))
         self._next_gossip_ns = self._now_ns or 0        # gossip it at the next tick
         self._log.info("leaving", extra={"node": self.node_id})
+        self._check_invariants()
 
     def leave_pending(self) -> bool:
         """True while our LEFT update still has transmits to go."""
@@ -299,6 +301,7 @@ class Swim:
             return
         self._meta = meta
         self._bump_incarnation(self.incarnation + 1)
+        self._check_invariants()
 
     def members(self) -> list[Member]:
         """Every known member, ourselves included, sorted by node id (down/left ones until they

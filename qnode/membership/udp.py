@@ -193,6 +193,7 @@ class Membership:
             if deadline <= now:
                 self._core.tick(now)
                 self._step()
+                await asyncio.sleep(0)      # yield: datagrams queued meanwhile go first
                 continue
             self._wake.clear()
             try:
