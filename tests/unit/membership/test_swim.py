@@ -360,3 +360,18 @@ def test_push_pull_of_a_large_table_fits_one_datagram_and_decodes():
     assert len(replies) == 1
     assert 300 <= len(replies[0].members) <= 512
     assert replies[0].members[0].node_id == "me"
+
+
+def test_local_health_slows_an_isolated_member_but_not_the_healthy_ones():
+    # Lifeguard §IV-A: the isolated member gets neither acks nor nacks and backs off; the others
+    # fail their probes of it too, but their relays answer with nacks, so they stay at score 0.
+    s, ids = cluster(5)
+    lonely = ids[0]
+    s.net.isolate(lonely)
+    probes_before = s.swim(lonely).stats.probes
+    run_for(s, 20)
+    assert s.swim(lonely).awareness >= 3
+    assert s.swim(lonely).stats.probes - probes_before < 12     # 20 at full speed
+    for other in ids[1:]:
+        assert s.swim(other).awareness == 0
+        assert s.swim(other).member(lonely).state == State.DEAD
