@@ -1,7 +1,9 @@
 """Receipt handles: opaque, unforgeable tokens naming one delivery of one message.
 
 A handle is hex(payload | mac) (64 characters) with payload = `queue_id u32 | message_seq u64 | receive_count u32`
-and mac = HMAC-SHA256(secret, payload)[:16]. The secret is created once per data directory and
+and mac = keyed BLAKE2b(secret, payload) with a 16-byte digest (BLAKE2's keyed mode is a MAC by
+design, RFC 7693 §2.5; it is CPython's own code, ~4x cheaper here than OpenSSL 3's HMAC, whose
+per-call algorithm fetch showed up as the top cost of a node under load). The secret is created once per data directory and
 persisted (WAL record / checkpoint), so handles survive restarts. `receive_count` names the
 delivery: after a redelivery, an older handle still verifies but no longer matches the message.
 Invariant: `open_handle(make_handle(k, q, s, c)) == (q, s, c)`; anything else raises
@@ -10,6 +12,7 @@ ReceiptHandleIsInvalid (never another exception).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 
@@ -30,7 +33,10 @@ class ReceiptCodec:
 
     def make(self, queue_id: int, seq: int, receive_count: int) -> str:
         payload = _PAYLOAD.pack(queue_id, seq, receive_count)
-        return (payload + hmac.digest(self._secret, payload, "sha256")[:_MAC_SIZE]).hex()
+        return (payload + self._mac(payload)).hex()
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hashlib.blake2b(payload, key=self._secret, digest_size=_MAC_SIZE).digest()
 
     def open(self, handle: str) -> tuple[int, int, int]:
         """-> (queue_id, seq, receive_count). Raises ReceiptHandleIsInvalid."""
@@ -41,7 +47,7 @@ class ReceiptCodec:
         except ValueError:
             raise ReceiptHandleIsInvalid("the receipt handle is invalid") from None
         payload, mac = raw[:_PAYLOAD.size], raw[_PAYLOAD.size:]
-        want = hmac.digest(self._secret, payload, "sha256")[:_MAC_SIZE]
+        want = self._mac(payload)
         if not hmac.compare_digest(mac, want):
             raise ReceiptHandleIsInvalid("the receipt handle is invalid")
         return _PAYLOAD.unpack(payload)
