@@ -88,6 +88,7 @@ class SegmentedLog:
         self._active_size = 0
         self._last_lsn = 0
         self._durable_lsn = 0
+        self._declared_lsn = 0                  # highest durable LSN some written batch declares
         self._checkpoint_lsn = 0
         self._checkpoint_payload: bytes | None = None
         self._has_checkpoint = False
@@ -164,6 +165,7 @@ class SegmentedLog:
         # before the first new batch declares it so.
         self._fsync(self._handle)
         self._last_lsn = self._durable_lsn = last.last_lsn
+        self._declared_lsn = min(last.declared_durable_lsn, self._last_lsn)
 
     def _remove_leftovers(self, names: list[str]) -> None:
         """Delete temp files, superseded checkpoints and retired segments a crash left behind."""
@@ -308,8 +310,10 @@ class SegmentedLog:
         size = encode_records_into(chunks, first_lsn, records)
         total = BATCH_RECORD_SIZE + size
         try:
+            # Roll only a segment that holds a record: the new one's base (last_lsn + 1) must
+            # differ from the active one's (a segment of markers only keeps being used).
             if (self._active_size + total > self._segment_size_max
-                    and self._active_size > SEGMENT_HEADER_SIZE):
+                    and self._last_lsn >= self._segments[-1]):
                 self._roll()
             chunks[0] = encode_batch_header(first_lsn, self._durable_lsn, len(records), size)
             self._fs.append(self._handle, b"".join(chunks))
@@ -317,8 +321,31 @@ class SegmentedLog:
             self._failed = e
             raise
         self._active_size += total
+        self._declared_lsn = self._durable_lsn
         self._last_lsn = first_lsn + len(records) - 1
         return self._last_lsn
+
+    def write_durability_marker(self) -> bool:
+        """Append an empty batch declaring durable_lsn, without fsync; False if not needed.
+
+        The newest batch's durability is otherwise declared by no one, so damage to it would
+        read as a torn tail. Call when going idle (the asyncio shell does); writeback makes the
+        marker durable soon after. Only already-fsynced LSNs are declared, so it is always safe.
+        """
+        self._check_usable()
+        if self._durable_lsn <= self._declared_lsn or self._durable_lsn != self._last_lsn:
+            return False
+        if self._active_size + BATCH_RECORD_SIZE > self._segment_size_max:
+            return False     # a roll would fsync for nothing; the next batch declares it
+        try:
+            self._fs.append(self._handle, encode_batch_header(self._last_lsn + 1,
+                                                              self._durable_lsn, 0, 0))
+        except OSError as e:
+            self._failed = e
+            raise
+        self._active_size += BATCH_RECORD_SIZE
+        self._declared_lsn = self._durable_lsn
+        return True
 
     def sync(self) -> int:
         """fdatasync the active segment; returns the durable LSN. OSError fails the log."""
@@ -345,6 +372,7 @@ class SegmentedLog:
 
     def _create_segment(self, base: int) -> None:
         """Create `<base>.wal` durably (temp file, fsync, rename, fsync dir) and make it active."""
+        assert not self._segments or base > self._segments[-1], (base, self._segments)
         fs = self._fs
         temp = self._path(SEGMENT_TEMP_NAME)
         if fs.exists(temp):
@@ -418,6 +446,7 @@ class SegmentedLog:
         assert self._last_lsn == lsn, (self._last_lsn, lsn)
         self._fsync(self._handle)
         self._durable_lsn = lsn
+        self._declared_lsn = min(self._declared_lsn, lsn)
         log.info("wal: truncated after lsn", extra={"lsn": lsn, "path": path})
 
     # --- checkpoints -------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Owns the on-disk byte layout of one record (all integers little-endian):
   `lsn` field is the LSN of the first record of the batch. Its body declares the highest LSN that
   was already durable when the batch was written, how many records follow and how many bytes they
   take; recovery uses the declarations to tell a torn tail from corruption (docs/design/wal.md).
+  A batch of zero records (a "durability marker") only declares: the WAL writes one, without
+  fsync, when it goes idle, so that the last acknowledged batch is declared durable too.
 
 Pure: no I/O, no clock, no randomness. Never raises on bad input bytes: decoding returns a
 `Damage` value naming the reason, since damage is an expected state on disk.
@@ -73,7 +75,7 @@ class BatchHeader:
 
     first_lsn: int       # LSN of the first record of the batch
     durable_lsn: int     # highest LSN durable when the batch was written (0: none)
-    record_count: int    # user records that follow
+    record_count: int    # user records that follow (0: a durability marker)
     records_size: int    # bytes those records take, headers included
 
 
@@ -136,7 +138,8 @@ def encode_batch_header(first_lsn: int, durable_lsn: int, record_count: int,
                         records_size: int) -> bytes:
     """Encode the KIND_BATCH record that opens a batch."""
     assert 0 <= durable_lsn < first_lsn, (durable_lsn, first_lsn)
-    assert record_count >= 1
+    assert record_count >= 0
+    assert record_count > 0 or records_size == 0
     body = _BATCH_BODY.pack(BATCH_MAGIC, durable_lsn, record_count, records_size)
     return encode_record(first_lsn, KIND_BATCH, body)
 
@@ -146,7 +149,7 @@ def decode_batch_header(lsn: int, body: bytes) -> BatchHeader | None:
     if len(body) != BATCH_BODY_SIZE:
         return None
     magic, durable_lsn, count, size = _BATCH_BODY.unpack(body)
-    if magic != BATCH_MAGIC or count < 1 or durable_lsn >= lsn:
+    if magic != BATCH_MAGIC or durable_lsn >= lsn or (count == 0 and size != 0):
         return None
     return BatchHeader(first_lsn=lsn, durable_lsn=durable_lsn, record_count=count, records_size=size)
 

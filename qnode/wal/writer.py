@@ -8,7 +8,9 @@ Group commit: `append` assigns the LSN at once and queues the record. When no ba
 the next loop iteration hands every queued record (up to `batch_size_max` bytes) to the thread as
 one batch: one `write`, one `fdatasync`. Appends that arrive while it is in flight form the next
 batch. Waiters (`sync(lsn)`) sit in a heap by LSN and are woken, on the loop, by the completion
-of the fsync that covers them; `on_durable` callbacks run after every fsync.
+of the fsync that covers them; `on_durable` callbacks run after every fsync. When the queue runs
+empty, the thread appends a durability marker (an empty batch, no fsync) so that the last
+acknowledged batch is declared durable like every earlier one.
 
 Invariants:
 - durable_lsn <= last submitted LSN <= last_lsn; LSNs are handed out consecutively.
@@ -80,6 +82,7 @@ class Wal:
         self._pending_size = 0                    # bytes appended and not yet durable
         self._queued_size = 0                     # bytes in self._pending
         self._inflight: asyncio.Future | None = None
+        self._marker: asyncio.Future | None = None    # the idle durability marker in flight
         self._kick_scheduled = False
         self._waiters: list[tuple[int, int, asyncio.Future]] = []   # (lsn, seq, future) heap
         self._waiter_seq = 0
@@ -318,6 +321,31 @@ class Wal:
             self._kick()
         else:
             self._idle.set()
+            self._declare_durable()
+
+    def _declare_durable(self) -> None:
+        """Going idle: have the thread append a durability marker (no fsync) for the last batch.
+
+        Without it the newest acknowledged batch is declared durable by no later batch, and rot
+        in it would be taken for a torn tail. Queued on the one WAL thread, so it runs before any
+        later batch; `_marker` keeps the future referenced until it is done.
+        """
+        if self._failed is not None or self._closed:
+            return
+        self._marker = self._loop.run_in_executor(self._executor, self._log.write_durability_marker)
+        self._marker.add_done_callback(self._on_marker_done)
+
+    def _on_marker_done(self, fut: asyncio.Future) -> None:
+        self._marker = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, OSError):
+            log.error("wal: writing a durability marker failed; the wal accepts nothing more",
+                      exc_info=exc)
+            self._fail(WalFailed(f"wal write failed: {exc!r}"))
+        elif exc is not None and not isinstance(exc, WalFailed):
+            raise exc    # a bug: surfaces through the loop's exception handler
 
     def _advance(self, durable: int) -> None:
         assert durable >= self._durable_lsn, (durable, self._durable_lsn)

@@ -256,3 +256,60 @@ def test_temp_files_are_removed_at_open(tmp_path):
     seglog = open_log(fs, d)
     assert sorted(os.listdir(d)) == [segment_name(1)]
     assert seglog.last_lsn == 2
+
+
+def test_durability_marker_declares_the_last_batch(tmp_path):
+    from qnode.wal.errors import WalCorruption
+    from tests.unit.wal._helpers import flip_byte, segment_paths
+    fs, d = RealFs(), str(tmp_path)
+    seglog = open_log(fs, d)
+    assert seglog.write_durability_marker() is False      # nothing durable to declare
+    write_records(seglog, 3)
+    assert seglog.write_durability_marker() is True
+    assert seglog.write_durability_marker() is False      # already declared
+    seglog.write_batch([(16, b"unsynced")])
+    assert seglog.write_durability_marker() is False      # only fsynced LSNs are declared
+    seglog.truncate_after(3)
+    assert [r.lsn for r in seglog.replay()] == [1, 2, 3]
+    seglog.close()
+    # Without the marker, rot in lsn 3 (the last batch) would read as a torn tail.
+    (path,) = segment_paths(d)
+    last_record_at = SEGMENT_HEADER_SIZE + 2 * BATCH_SIZE + BATCH_RECORD_SIZE
+    flip_byte(path, last_record_at + HEADER_SIZE + 2)
+    with pytest.raises(WalCorruption) as info:
+        open_log(fs, d)
+    assert info.value.offset == last_record_at
+
+
+def test_markers_do_not_disturb_replay_truncate_or_recovery(disk):
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    for _ in range(4):
+        write_records(seglog, 2)
+        seglog.write_durability_marker()
+    assert [r.lsn for r in seglog.replay()] == list(range(1, 9))
+    seglog.truncate_after(5)
+    seglog.write_durability_marker()
+    write_records(seglog, 1)
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert replayed(seglog) == [(lsn, body_for(lsn)) for lsn in range(1, 7)]
+
+
+def test_a_segment_holding_only_a_marker_is_not_rolled_onto_its_own_name(disk):
+    # Found by fuzzing: an empty live segment gets a marker, then a batch that does not fit
+    # must not "roll" to a new segment with the same base LSN.
+    fs, d = disk
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 4)                 # segment 1 full, segment 4 holds lsn 4
+    seglog.write_checkpoint(3, b"s")         # retires segment 1
+    seglog.truncate_after(3)                 # segment 4 is now empty
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert seglog.write_durability_marker() is True
+    seglog.write_batch([(16, body_for(4, SMALL_SEGMENT))])
+    seglog.sync()
+    assert _segments(fs, d) == [segment_name(4)]
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert replayed(seglog) == [(4, body_for(4, SMALL_SEGMENT))]

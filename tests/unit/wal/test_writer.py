@@ -291,3 +291,19 @@ async def test_a_group_larger_than_batch_size_max_is_one_batch_of_its_own(tmp_pa
     wal = await Wal.open(tmp_path, CONFIG)
     assert [r.kind for r in wal.replay()] == [16] + [17] * 10 + [18]
     await wal.close()
+
+
+async def test_going_idle_declares_the_last_acknowledged_batch(tmp_path):
+    from qnode.wal.errors import WalCorruption
+    wal = await Wal.open(tmp_path, CONFIG)
+    await wal.sync(wal.append(16, b"first"))
+    await wal.sync(wal.append(16, b"last acknowledged"))
+    await wal.close()
+    (segment,) = [p for p in tmp_path.iterdir() if p.suffix == ".wal"]
+    data = bytearray(segment.read_bytes())
+    at = data.index(b"last acknowledged")
+    data[at] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    # Rot in the newest acknowledged record is corruption, not a torn tail.
+    with pytest.raises(WalCorruption):
+        await Wal.open(tmp_path, CONFIG)
