@@ -5,7 +5,9 @@ suffix truncations and crashes, recovery opens the log and replay is a prefix of
 written that holds every synced record, starting right after the checkpoint. Method: one
 `random.Random(seed)` drives the operations and the MemFs crash model; a failing seed replays
 exactly (`pytest -k 'seed_454'`). Seed 454 once found a roll onto an existing segment name.
-The default run covers 600 seeds; the `slow` one 20,000.
+With `mid_op_crashes`, an armed MemFs also cuts the power inside an operation (between the file
+calls of a write, roll, sync, marker or checkpoint). The default run covers 600 seeds each way;
+the `slow` one 20,000.
 """
 
 import random
@@ -26,41 +28,77 @@ def _open(fs: MemFs) -> SegmentedLog:
     return SegmentedLog.open(fs, "/w", cluster_id=1, node_id=1, segment_size_max=6000)
 
 
-def run_seed(seed: int) -> None:
+class PowerLoss(OSError):
+    """Raised by an armed MemFs in the middle of an operation: the power went out here."""
+
+
+class _ArmedFs(MemFs):
+    """MemFs whose n-th mutating call raises PowerLoss (the crash point inside an operation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.countdown: int | None = None
+
+    def _tick(self) -> None:
+        if self.countdown is not None:
+            self.countdown -= 1
+            if self.countdown <= 0:
+                self.countdown = None
+                raise PowerLoss(5, "power loss")
+
+    def append(self, handle, data):
+        self._tick()
+        return super().append(handle, data)
+
+    def fsync(self, handle):
+        self._tick()
+        return super().fsync(handle)
+
+    def fsync_dir(self, directory):
+        self._tick()
+        return super().fsync_dir(directory)
+
+    def rename(self, src, dst):
+        self._tick()
+        return super().rename(src, dst)
+
+    def remove(self, path):
+        self._tick()
+        return super().remove(path)
+
+
+def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
+    """Run one seed; with `mid_op_crashes`, power may also fail inside write, sync, marker
+    and checkpoint operations (not inside truncate_after, whose documented window would lose
+    the rewritten records)."""
     rng = random.Random(seed)
-    fs = MemFs()
+    fs = _ArmedFs()
     written: dict[int, bytes] = {}
     synced = 0
     checkpoint = None
     for _ in range(rng.randint(1, 5)):
         seglog = _open(fs)
         assert seglog.last_lsn >= synced, seed
+        new_checkpoint = None
         for _ in range(rng.randint(1, 30)):
             r = rng.random()
-            if r < 0.5:
-                first = seglog.last_lsn + 1
-                records = [(16, _body(first + i, rng.randint(0, 1500))) for i in range(rng.randint(1, 6))]
-                seglog.write_batch(records)
-                for i, (_, body) in enumerate(records):
-                    written[first + i] = body
-            elif r < 0.70:
-                seglog.sync()
-            elif r < 0.75:
-                seglog.write_durability_marker()
-            elif r < 0.85:
-                if seglog.durable_lsn > seglog.checkpoint_lsn:
-                    checkpoint = seglog.durable_lsn
-                    seglog.write_checkpoint(checkpoint, b"c%d" % checkpoint)
-            else:
-                lsn = rng.randint(seglog.checkpoint_lsn, max(seglog.checkpoint_lsn, seglog.last_lsn))
-                seglog.truncate_after(lsn)
-                for gone in [x for x in written if x > lsn]:
-                    del written[gone]
-                synced = min(synced, lsn)
-            synced = max(synced, seglog.durable_lsn)
+            if mid_op_crashes and r < 0.85 and rng.random() < 0.1:
+                fs.countdown = rng.randint(1, 6)
+            try:
+                synced = _step(seglog, rng, r, written, synced)
+            except PowerLoss:
+                if r >= 0.75:
+                    new_checkpoint = seglog.durable_lsn
+                break
+            finally:
+                fs.countdown = None
+            if r >= 0.75 and r < 0.85 and seglog.checkpoint_lsn:
+                checkpoint = seglog.checkpoint_lsn
         fs.crash(rng)
         seglog = _open(fs)
         start = checkpoint or 0
+        if seglog.checkpoint is not None and seglog.checkpoint[0] == new_checkpoint:
+            checkpoint = start = new_checkpoint     # the interrupted checkpoint made it
         if checkpoint is not None:
             assert seglog.checkpoint == (checkpoint, b"c%d" % checkpoint), seed
         got = [(rec.lsn, rec.body) for rec in seglog.replay()]
@@ -73,6 +111,32 @@ def run_seed(seed: int) -> None:
         seglog.close()
 
 
+def _step(seglog: SegmentedLog, rng: random.Random, r: float, written: dict[int, bytes],
+          synced: int) -> int:
+    """One operation chosen by `r`; returns the synced LSN after it."""
+    if r < 0.5:
+        first = seglog.last_lsn + 1
+        records = [(16, _body(first + i, rng.randint(0, 1500))) for i in range(rng.randint(1, 6))]
+        seglog.write_batch(records)
+        for i, (_, body) in enumerate(records):
+            written[first + i] = body
+    elif r < 0.70:
+        seglog.sync()
+    elif r < 0.75:
+        seglog.write_durability_marker()
+    elif r < 0.85:
+        if seglog.durable_lsn > seglog.checkpoint_lsn:
+            checkpoint = seglog.durable_lsn
+            seglog.write_checkpoint(checkpoint, b"c%d" % checkpoint)
+    else:
+        lsn = rng.randint(seglog.checkpoint_lsn, max(seglog.checkpoint_lsn, seglog.last_lsn))
+        seglog.truncate_after(lsn)
+        for gone in [x for x in written if x > lsn]:
+            del written[gone]
+        synced = min(synced, lsn)
+    return max(synced, seglog.durable_lsn)
+
+
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS, ids=lambda s: f"seed_{s}")
 def test_regression_seeds(seed):
     run_seed(seed)
@@ -83,7 +147,13 @@ def test_sweep_600_seeds():
         run_seed(seed)
 
 
+def test_sweep_600_seeds_with_power_loss_inside_operations():
+    for seed in range(600):
+        run_seed(seed, mid_op_crashes=True)
+
+
 @pytest.mark.slow
 def test_sweep_20000_seeds():
     for seed in range(1000, 21000):
         run_seed(seed)
+        run_seed(seed, mid_op_crashes=True)
