@@ -223,6 +223,8 @@ class Engine:
             q.bytes = 0
             q.clear_index()
             q.scheduled.clear()
+            q.late = []
+            q.newest_sent_ms = 0
             for m in msgs:
                 m.state = PENDING
                 q.add(m)
@@ -907,9 +909,14 @@ class Engine:
         return q.durability == "fsync"
 
     # ================================================================ dead letters / moves
-    def _move(self, src: Queue, m: Message, dst: Queue, now_ms: int, keep_source: bool) -> Message:
-        """Move `m` from `src` to `dst` as ONE record; the copy keeps id, body, attributes."""
+    def _move(self, src: Queue, m: Message, dst: Queue, now_ms: int, keep_source: bool) -> None:
+        """Move `m` from `src` to `dst` as ONE record; the copy keeps id, body, attributes and
+        SentTimestamp. A message already past the destination's retention is dropped instead."""
         self._drop(src, m)
+        if m.sent_ms + dst.retention_ms <= now_ms:
+            if src.durability != "memory":
+                self._log(rec.DELETE, [src.queue_id, [m.seq]])
+            return
         seq = self._next_seq
         self._next_seq = seq + 1
         copy = Message(seq, m.message_id, m.body, m.attrs, m.md5_body, m.md5_attrs, m.sys_attrs,
@@ -924,7 +931,6 @@ class Engine:
             self._unbound.append((dst, copy))
         else:
             self._place(dst, copy, now_ms)
-        return copy
 
     def start_move_task(self, source: str, destination: str | None, max_per_second: int | None,
                         now_ms: int) -> str:
@@ -1151,6 +1157,13 @@ class Engine:
                     break
                 q.scheduled.pop(m.message_id, None)
                 self._drop(q, m)
+                budget -= 1
+            late = q.late
+            while late and late[0][0] <= cutoff and budget > 0:
+                m = q.messages.get(heapq.heappop(late)[1])
+                if m is not None:
+                    q.scheduled.pop(m.message_id, None)
+                    self._drop(q, m)
                 budget -= 1
             while q.dedup and budget > 0:
                 key, entry = next(iter(q.dedup.items()))

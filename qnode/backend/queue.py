@@ -17,6 +17,7 @@ in `messages` is not GONE; a FIFO group's `inflight` equals its leased INFLIGHT 
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from typing import Callable, Mapping
 
@@ -58,7 +59,8 @@ class Queue:
                  "last_purge_ms", "messages", "counts", "bytes", "groups", "rr", "fgroups",
                  "waiters", "waiter_count", "dedup", "attempts", "scheduled", "arn",
                  "visibility_ms", "delay_ms", "retention_ms", "size_max", "wait_ms", "durability",
-                 "backoff_ms", "redrive", "content_dedup", "dedup_by_group", "deleted")
+                 "backoff_ms", "redrive", "content_dedup", "dedup_by_group", "deleted",
+                 "late", "newest_sent_ms")
 
     def __init__(self, queue_id: int, name: str, fifo: bool, attrs: Mapping[str, str],
                  tags: Mapping[str, str], created_ms: int, arn: str) -> None:
@@ -82,6 +84,10 @@ class Queue:
         self.attempts: OrderedDict[str, tuple[int, list]] = OrderedDict()
         self.scheduled: dict[str, Message] = {}  # message id -> delayed message (cancel_scheduled)
         self.deleted = False
+        # Retention runs in insertion order; messages inserted out of SentTimestamp order
+        # (dead-letter and redrive copies keep their original time) also go in this heap.
+        self.late: list[tuple[int, int]] = []
+        self.newest_sent_ms = 0
         self.attrs: dict[str, str] = {}
         self.set_attrs(attrs)
 
@@ -108,6 +114,10 @@ class Queue:
         self.messages[m.seq] = m
         self.counts[m.state] += 1
         self.bytes += m.size
+        if m.sent_ms < self.newest_sent_ms:
+            heapq.heappush(self.late, (m.sent_ms, m.seq))
+        else:
+            self.newest_sent_ms = m.sent_ms
         if self.fifo:
             g = self.fgroups.get(m.group_id)
             if g is None:

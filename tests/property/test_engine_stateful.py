@@ -4,7 +4,8 @@ Method: `RuleBasedStateMachine`s drive the sans-IO engine through `Harness` (vir
 in-memory log) and the naive model side by side: sends with delays, receives with random
 visibility, deletes with current and stale receipts, visibility changes, clock jumps that fire
 visibility/delay/retention, dead-letter moves, and crash-restarts (snapshot + replay). After every
-step the engine's counts must equal the model's and its own invariants must hold.
+step the engine's counts must equal the model's and its own invariants must hold. Redrive (a
+move task) must return every dead-lettered message to its source exactly once.
 The FIFO machine adds: per-group order, group blocking while in flight, exactly-once sends within
 the dedup window."""
 
@@ -40,6 +41,7 @@ class StandardQueueMachine(RuleBasedStateMachine):
                             "RedrivePolicy": policy})
         self.model = ModelQueue(RETENTION_MS)
         self.dead: set[str] = set()
+        self.dead_sent_ms: dict[str, tuple[bytes, int]] = {}
         self.receipts: list[tuple[str, str, int]] = []     # (receipt, message id, count)
         self.n = 0
 
@@ -70,10 +72,12 @@ class StandardQueueMachine(RuleBasedStateMachine):
         present = {m.message_id for m in self.h.engine._queues["q"].messages.values()}
         dlq = {m.message_id for m in self.h.engine._queues["dlq"].messages.values()}
         for mid in [mid for mid in self.model.messages if mid not in present]:
-            assert self.model.messages[mid].receive_count == MAX_RECEIVES
+            gone = self.model.messages[mid]
+            assert gone.receive_count == MAX_RECEIVES
             assert mid in dlq
             del self.model.messages[mid]
             self.dead.add(mid)
+            self.dead_sent_ms[mid] = (gone.body, gone.sent_ms)
         assert dlq == self.dead
 
     @precondition(lambda self: self.receipts)
@@ -102,6 +106,29 @@ class StandardQueueMachine(RuleBasedStateMachine):
         self.model.expire(self.h.now)
         self.dead = {mid for mid in self.dead
                      if any(m.message_id == mid for m in self.h.engine._queues["dlq"].messages.values())}
+
+    @precondition(lambda self: self.dead)
+    @rule(rate=st.integers(1, 4))
+    def redrive(self, rate: int) -> None:
+        """A move task returns every dead-lettered message to its source exactly once."""
+        handle = self.h.call("start_move_task", "dlq", None, None, self.h.now)
+        for _ in range(len(self.dead) + 2):
+            if not self.h.call("move_step", handle, rate, self.h.now):
+                break
+        [task] = self.h.engine.list_move_tasks("dlq", 1)
+        assert task.status == "COMPLETED" and task.moved_count == len(self.dead)
+        src = [m for m in self.h.engine._queues["q"].messages.values() if m.message_id in self.dead]
+        # a copy keeps its SentTimestamp: one already past the source's retention is dropped
+        alive = {mid for mid in self.dead if self.dead_sent_ms[mid][1] + RETENTION_MS > self.h.now}
+        assert sorted(m.message_id for m in src) == sorted(alive)
+        for mid in alive:
+            body, sent_ms = self.dead_sent_ms[mid]
+            self.model.send(mid, body, sent_ms)
+            self.model.messages[mid].visible_at_ms = self.h.now
+        # Receipts from before the move name the old copy: stale from now on (never match).
+        self.receipts = [(r, mid, -1 if mid in self.dead else c) for r, mid, c in self.receipts]
+        self.dead = set()
+        assert not self.h.engine._queues["dlq"].messages
 
     @rule()
     def restart(self) -> None:
