@@ -341,6 +341,9 @@ def _attach_optional_commands() -> None:
     from qnode.dlq_cli import dlq
 
     main.add_command(dlq, "dlq")
+    from qnode.cluster.cli import cluster
+
+    main.add_command(cluster, "cluster")
 
 
 _attach_optional_commands()

@@ -1,8 +1,9 @@
 """Assembly of one qnode process: which roles, which listeners, and the wiring between them.
 
 One `Node` owns every component; there is no module-level state. Start order: lock the data
-directory, open the backend (WAL recovery), start the binary listener, then the HTTP listener, then
-log the bound addresses. Stop order (DESIGN.md / STYLE.md §3): stop accepting, let in-flight
+directory, open the backend (WAL recovery), start the binary listener, then the HTTP listener,
+then (metadata role) the cluster runtime (SWIM, metadata Raft, queue definitions; a one-member
+group is ready before start() returns), then log the bound addresses. Stop order (DESIGN.md / STYLE.md §3): stop accepting, let in-flight
 requests finish within `shutdown_timeout_ms` (parked long polls are answered empty), flush and
 fsync the WAL, close sockets, release the lock.
 """
@@ -99,6 +100,8 @@ class Node:
         self.config = config
         self._lock = DataDirLock(config.data_path)
         self.backend = None
+        self.api = None                  # what the listeners serve: the backend, or ClusterQueues
+        self.cluster = None              # ClusterRuntime on metadata nodes
         self.binary_server = None
         self.http_server = None
         self.addresses: BoundAddresses | None = None
@@ -112,17 +115,31 @@ class Node:
         self._lock.acquire()
         try:
             host, port = parse_address(self.config.listen)
-            backend_config = BackendConfig(region=self.config.region,
-                                           account_id=self.config.account_id)
-            self.backend = await BackendService.open(self.config.data_path / "queues",
-                                                     backend_config)
+            roles = set(self.config.roles)
+            if "backend" in roles or "metadata" not in roles:
+                backend_config = BackendConfig(region=self.config.region,
+                                               account_id=self.config.account_id)
+                self.backend = await BackendService.open(self.config.data_path / "queues",
+                                                         backend_config)
+            api = self.backend
+            extra_ops = None
+            if "metadata" in roles:
+                # Queue definitions live in the Raft metadata store (docs/design/cluster.md).
+                from qnode.cluster.runtime import ClusterRuntime
+                self.cluster = ClusterRuntime(self.config, self.backend)
+                api = self.cluster.queues
+                extra_ops = self.cluster.extra_ops()
+            self.api = api
             node_info = {"node_id": self.config.node_id, "roles": list(self.config.roles),
                          "durability": PROTOCOL_DURABILITY_DEFAULT}
-            self.binary_server = BinaryServer(self.backend, ServerConfig(), node_info=node_info)
+            self.binary_server = BinaryServer(api, ServerConfig(), node_info=node_info,
+                                              extra_ops=extra_ops)
             bhost, bport = await self.binary_server.start(host, port)
             http = "off"
             if self.config.http != "off":
                 http = await self._start_http()
+            if self.cluster is not None:
+                await self.cluster.start(f"{bhost}:{bport}", http)
         except BaseException:
             await self._close_components()
             self._lock.release()
@@ -137,7 +154,7 @@ class Node:
         config = HttpConfig(account_id=self.config.account_id, region=self.config.region,
                             credentials=dict(self.config.access_keys),
                             insecure_no_auth=self.config.insecure_no_auth)
-        self.http_server = HttpServer(self.backend, config, metrics=self.metrics_text,
+        self.http_server = HttpServer(self.api, config, metrics=self.metrics_text,
                                       health=self.health)
         hhost, hport = await self.http_server.start(host, port)
         return f"{hhost}:{hport}"
@@ -156,10 +173,14 @@ class Node:
         self._lock.release()
 
     async def _close_components(self) -> None:
+        """Stop accepting, finish in-flight requests, close the backend, then leave SWIM, stop
+        Raft and close the peer links."""
         timeout_ms = self.config.shutdown_timeout_ms
         if self.http_server is not None:
             await self.http_server.stop()
             self.http_server = None
+        if self.cluster is not None and self.cluster.materializer is not None:
+            await self.cluster.materializer.close()
         if self.binary_server is not None:
             # Stop accepting first; parked long polls are answered empty by backend.close().
             stopping = asyncio.ensure_future(self.binary_server.stop(timeout_ms))
@@ -171,3 +192,6 @@ class Node:
         if self.backend is not None:
             await self.backend.close()
             self.backend = None
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None

@@ -141,6 +141,12 @@ def _receipt(value: Any) -> str:
     return value
 
 
+def _extra_op(fn: Callable[[Mapping], Awaitable[Any]]) -> Callable[[Mapping, Session], Awaitable[Any]]:
+    async def handler(args: Mapping, s: Session) -> Any:
+        return await fn(args)
+    return handler
+
+
 class Dispatcher:
     """Runs one request against the API. `dispatch()` returns the wire result or raises
     QnodeError; push ops go to the `Session`. One dispatcher (and one request cache) serves all
@@ -148,7 +154,8 @@ class Dispatcher:
 
     def __init__(self, api: QueueApi, *, request_cache: RequestCache,
                  status: Callable[[], dict], clock_ms: Callable[[], int] | None = None,
-                 prefetch_max: int = limits.push_prefetch_max) -> None:
+                 prefetch_max: int = limits.push_prefetch_max,
+                 extra_ops: Mapping[str, Callable[[Mapping], Awaitable[Any]]] | None = None) -> None:
         self._api = api
         self._cache = request_cache
         self._status = status
@@ -157,6 +164,11 @@ class Dispatcher:
         self._handlers: dict[str, Callable[[Mapping, Session], Awaitable[Any]]] = {
             name[len("_op_"):]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
         }
+        # Extra ops registered by the node assembly (cluster peer ops such as `raft`): they take
+        # the request args and return a wire result or raise QnodeError; they never shadow an op.
+        for name, fn in (extra_ops or {}).items():
+            assert name not in self._handlers, f"extra op {name!r} shadows a built-in op"
+            self._handlers[name] = _extra_op(fn)
 
     @property
     def ops(self) -> frozenset[str]:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable, Mapping
 
 from qnode import limits
 from qnode.frontend.api import QueueApi
@@ -87,7 +87,8 @@ class ServerStats:
 
 class BinaryServer:
     def __init__(self, api: QueueApi, config: ServerConfig | None = None, *,
-                 node_info: dict | None = None) -> None:
+                 node_info: dict | None = None,
+                 extra_ops: dict[str, Callable[[Mapping], Awaitable[Any]]] | None = None) -> None:
         self.config = config or ServerConfig()
         self.api = api
         self.node_info = dict(node_info or {})
@@ -103,7 +104,8 @@ class BinaryServer:
         self.request_cache = RequestCache(count_max=self.config.request_id_cache_count_max,
                                           ttl_ms=self.config.request_id_ttl_ms)
         self.dispatcher = Dispatcher(api, request_cache=self.request_cache, status=self.status,
-                                     prefetch_max=self.config.push_prefetch_max)
+                                     prefetch_max=self.config.push_prefetch_max,
+                                     extra_ops=extra_ops)
         self._connections: set[ServerConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._background: set[asyncio.Task] = set()

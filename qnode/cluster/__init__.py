@@ -1,0 +1,1 @@
+"""Cluster wiring: peer transport, metadata bootstrap, queue definitions through Raft, status."""
