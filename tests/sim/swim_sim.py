@@ -301,7 +301,8 @@ def summarize(results: list[SwimSimResult], options: SwimSimOptions) -> str:
                  f"failed rejoins: {sum(r.rejoin_failed_count for r in results)}")
     lines.append(f"false downs (live member declared down): {sum(r.false_down_count for r in results)} "
                  f"in {hours:.2f} simulated cluster-hours; "
-                 f"suspicions of live members (refuted): {sum(r.false_suspect_count for r in results)}")
+                 f"MemberSuspect events about live members (all observers; refuted unless "
+                 f"counted as false downs): {sum(r.false_suspect_count for r in results)}")
     packets = sum(r.packets_sent for r in results)
     per_member_s = packets / max(1e-9, sum(r.simulated_s for r in results)) / options.members
     lines.append(f"packets per member per second: {per_member_s:.1f}")
