@@ -6,7 +6,12 @@
 2. restart: time to rebuild an engine from a log holding N live 1 KiB messages (replay of SEND
    records + start), and from a checkpoint (restore + start). Target: N = 1,000,000 in <= 10 s.
 
-Run: `python -m benchmarks.bench_engine [--cycles 200000] [--batch 10] [--restart-n 200000]`
+3. service restart (optional, `--service-n N`): BackendService on a real WAL in a temp dir holding
+   N live 1 KiB messages; wall time of `BackendService.open` (WAL scan + replay + start), and again
+   after a checkpoint.
+
+Run: `python -m benchmarks.bench_engine [--cycles 200000] [--batch 10] [--restart-n 200000]
+[--service-n 100000]`
 or via pytest-benchmark: `pytest benchmarks/bench_engine.py --benchmark-only`.
 """
 
@@ -113,6 +118,42 @@ def _timed_restart(n: int, records: list, snapshot: bytes) -> tuple[float, float
     return replay_s, restore_s
 
 
+async def _service_restart(n: int) -> tuple[float, float]:
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from qnode.backend.service import BackendConfig, BackendService
+    from qnode.wal.writer import WalConfig
+
+    config = BackendConfig(wal=WalConfig(fsync=False, disk_reserve_size=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp)
+        svc = await BackendService.open(path, config)
+        await svc.create_queue("bench")
+        entries = [SendEntry(BODY, entry_id=str(i)) for i in range(10)]
+        pending: list = []
+        for _ in range(n // 10):
+            pending.append(asyncio.ensure_future(svc.send_messages("bench", entries)))
+            if len(pending) >= 200:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await svc.close()
+        start = time.perf_counter()
+        svc = await BackendService.open(path, config)
+        replay_s = time.perf_counter() - start
+        assert svc.stats()["backend"]["messages"] == n // 10 * 10
+        await svc.checkpoint()
+        await svc.close()
+        start = time.perf_counter()
+        svc = await BackendService.open(path, config)
+        checkpoint_s = time.perf_counter() - start
+        assert svc.stats()["backend"]["messages"] == n // 10 * 10
+        await svc.close()
+        return replay_s, checkpoint_s
+
+
 def test_engine_cycles(benchmark) -> None:
     rate = benchmark.pedantic(run_cycles, args=(50_000, 10), rounds=3, iterations=1)
     assert rate > 0
@@ -129,6 +170,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--restart-n", type=int, default=200_000)
+    parser.add_argument("--service-n", type=int, default=0)
     args = parser.parse_args()
     rates = [run_cycles(args.cycles, args.batch) for _ in range(args.rounds)]
     print("(rates are per CPU-second of this process: process_time, not wall time)")
@@ -140,6 +182,11 @@ def main() -> None:
     print(f"restart with {args.restart_n:,} live 1 KiB messages: replay {replay_s:.2f} s, "
           f"checkpoint restore {restore_s:.2f} s "
           f"(-> {args.restart_n / replay_s:,.0f} msg/s replay, {args.restart_n / restore_s:,.0f} msg/s restore)")
+    if args.service_n:
+        import asyncio
+        replay_wall, ckpt_wall = asyncio.run(_service_restart(args.service_n))
+        print(f"service restart with {args.service_n:,} live 1 KiB messages (real WAL, wall time): "
+              f"log replay {replay_wall:.2f} s, from checkpoint {ckpt_wall:.2f} s")
 
 
 if __name__ == "__main__":

@@ -225,14 +225,56 @@ class Engine:
             q.scheduled.clear()
             q.late = []
             q.newest_sent_ms = 0
-            for m in msgs:
-                m.state = PENDING
-                q.add(m)
-                self._usage.bytes += m.size
-                self._place(q, m, now_ms, restoring=True)
+            if q.fifo:
+                for m in msgs:
+                    m.state = PENDING
+                    q.add(m)
+                    self._usage.bytes += m.size
+                    self._place(q, m, now_ms, restoring=True)
+            else:
+                self._rebuild_standard(q, msgs, now_ms)
+        heapq.heapify(self._timers)
         self._sweep(now_ms)
         self._sweep_at_ms = now_ms + self.config.sweep_interval_ms
         self._check_invariants()
+
+    def _rebuild_standard(self, q: Queue, msgs: list[Message], now_ms: int) -> None:
+        """`start()` for a standard queue: the same placement as `add` + `_place`, in bulk
+        (restart time is bounded by this loop). Timers are heapified by the caller."""
+        messages, groups, rr, scheduled = q.messages, q.groups, q.rr, q.scheduled
+        timers, tie = self._timers, self._tie
+        counts = [0, 0, 0, 0, 0]
+        size = 0
+        newest = 0
+        late: list[tuple[int, int]] = []
+        for m in msgs:
+            messages[m.seq] = m
+            size += m.size
+            if m.sent_ms < newest:
+                late.append((m.sent_ms, m.seq))
+            else:
+                newest = m.sent_ms
+            if m.visible_at_ms <= now_ms:
+                m.state = READY
+                d = groups.get(m.group_id)
+                if d is None:
+                    d = groups[m.group_id] = deque()
+                    rr.append(m.group_id)
+                d.append(m)
+            else:
+                if m.receive_count == 0:
+                    m.state = DELAYED
+                    scheduled[m.message_id] = m
+                else:
+                    m.state = INFLIGHT
+                timers.append((m.visible_at_ms, next(tie), m, q, m.receive_count))
+            counts[m.state] += 1
+        heapq.heapify(late)
+        q.late = late
+        q.newest_sent_ms = newest
+        q.counts = counts
+        q.bytes = size
+        self._usage.bytes += size
 
     def apply_record(self, kind: int, body: bytes) -> None:
         """Replay one WAL record (recovery only, before `start`). Unknown kinds are ignored
@@ -309,10 +351,13 @@ class Engine:
         q = self._by_id.get(qid)
         if q is None:
             return
+        messages = q.messages
+        decode = rec.decode_message
         for raw in raws:
-            m = rec.decode_message(raw)
-            q.messages[m.seq] = m
-            self._next_seq = max(self._next_seq, m.seq + 1)
+            m = decode(raw)
+            messages[m.seq] = m
+        if raws:
+            self._next_seq = max(self._next_seq, raws[-1][0] + 1)   # seqs grow within a record
         for key, mid, seqno, expiry_ms in dedups:
             q.dedup[key] = (mid, seqno, expiry_ms)
             q.dedup.move_to_end(key)       # the sweep relies on expiry order
