@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,26 @@ log = logging.getLogger(__name__)
 UPGRADE_MARKER = "queues-in-metadata"
 single_start_timeout_s = 15.0
 startup_retry_s = 0.2
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def advertise_host(bind_host: str, seeds: tuple[str, ...] | list[str]) -> str:
+    """The host peers reach us at: the bound host, or for a wildcard bind the local address
+    that routes to the first seed (127.0.0.1 without seeds)."""
+    if bind_host not in WILDCARD_HOSTS:
+        return bind_host
+    for seed in seeds:
+        host, _, port = seed.rpartition(":")
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET,
+                               socket.SOCK_DGRAM) as s:
+                s.connect((host.strip("[]"), int(port)))
+                return s.getsockname()[0]
+        except (OSError, ValueError):
+            continue
+    return "127.0.0.1"
 
 
 class ClusterRuntime:
@@ -69,13 +90,17 @@ class ClusterRuntime:
         from qnode.membership.udp import Membership
 
         host, _, port = binary_address.rpartition(":")
+        host = host.strip("[]")
+        advertise = advertise_host(host, self.config.seeds)
+        binary_address = f"[{advertise}]:{port}" if ":" in advertise else f"{advertise}:{port}"
         meta = Meta.build(roles=tuple(self.config.roles), binary_address=binary_address,
                           http_address=http_address if http_address not in ("", "off") else "",
                           cell=self.config.cell)
         try:
-            self.membership = await Membership.start(self.config.node_id, host.strip("[]"), int(port), meta,
-                                                     seeds=list(self.config.seeds), config=SwimConfig.lan())
-        except OSError as exc:
+            self.membership = await Membership.start(self.config.node_id, host, int(port), meta,
+                                                     seeds=list(self.config.seeds), config=SwimConfig.lan(),
+                                                     advertise_host=advertise)
+        except (OSError, ValueError) as exc:
             if not self.single:
                 raise
             log.warning("membership (UDP %s) not started: %s; running as a single node", binary_address, exc)

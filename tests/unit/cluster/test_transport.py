@@ -1,0 +1,112 @@
+"""Peer transport and forwarding (qnode/cluster/transport.py, metanode.py) in one process.
+
+Method: three `MetadataNode`s, each behind a real `BinaryServer` on a loopback port with the
+peer ops registered (`extra_ops`), linked by `PeerPool`s over the binary protocol; the voter set
+is pre-stored (no SWIM). Checks: one leader is elected over TCP, a follower's proposal is
+forwarded and applied locally before it returns, the barrier works, and malformed `raft`
+requests get typed errors. Waits poll conditions with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from qnode.client.connection import ClientConnection
+from qnode.cluster import bootstrap
+from qnode.cluster.metanode import MetadataNode
+from qnode.cluster.transport import PeerPool, decode_batch
+from qnode.frontend.server import BinaryServer
+from qnode.metadata import commands
+from qnode.metadata.raft import codec
+from qnode.metadata.raft.messages import Heartbeat
+from qnode.protocol.errors import InvalidParameter, QueueAlreadyExists
+from qnode.protocol.framing import FrameLimits
+
+
+class _NoApi:
+    """The listeners need an API object; these tests only use the peer ops."""
+
+
+async def wait_until(fn, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while not fn():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def trio(tmp_path):
+    ids = ["a", "b", "c"]
+    nodes, servers = {}, {}
+    for nid in ids:
+        bootstrap.store_voters(tmp_path / nid, tuple(ids))
+        pool = PeerPool(nid)
+        node = MetadataNode(nid, tmp_path / nid, bootstrap_expect=3, has_seeds=True, pool=pool)
+        server = BinaryServer(_NoApi(), node_info={"node_id": nid}, extra_ops=node.extra_ops())
+        host, port = await server.start("127.0.0.1", 0)
+        node.binary_address = f"{host}:{port}"
+        nodes[nid], servers[nid] = node, server
+    for nid, node in nodes.items():
+        for other, o in nodes.items():
+            node.pool.set_address(other, o.binary_address)
+        await node.start()
+    yield nodes
+    for nid, node in nodes.items():
+        await servers[nid].stop(1000)
+        await node.stop()
+        await node.pool.close()
+
+
+async def test_a_group_over_tcp_elects_one_leader_and_forwards_proposals(trio):
+    await wait_until(lambda: sum(n.is_leader for n in trio.values()) == 1
+                     and len({n.leader for n in trio.values()}) == 1)
+    leader = next(n for n in trio.values() if n.is_leader)
+    follower = next(n for n in trio.values() if not n.is_leader)
+    result = await follower.propose(commands.create_queue("q", {"VisibilityTimeout": "5"}))
+    assert follower.store.state.get_queue("q").attributes == {"VisibilityTimeout": "5"}
+    assert result.index <= follower.store.driver.applied_index
+    with pytest.raises(QueueAlreadyExists):        # decided by the state machine, on the leader
+        await follower.propose(commands.create_queue("q", {"VisibilityTimeout": "6"}))
+    await leader.propose(commands.create_queue("r"))
+    for node in trio.values():
+        await node.barrier()
+    assert all(n.store.state.list_queues() == ["q", "r"] for n in trio.values())
+    status = follower.status()
+    assert status["raft"]["leader"] == leader.node_id
+    assert status["raft"]["leader_address"] == leader.binary_address
+
+
+async def test_malformed_raft_requests_get_typed_errors(trio):
+    node = trio["a"]
+    host, _, port = node.binary_address.rpartition(":")
+    conn = await ClientConnection.open(host, int(port), frame_limits=FrameLimits())
+    try:
+        for bad in ({}, {"m": "x"}, {"m": [1]}, {"m": [b"\x93\x01"]},
+                    {"m": [codec.to_bytes(Heartbeat(1, "b", "z", 0, 0))]}):
+            with pytest.raises(InvalidParameter):
+                await conn.request("raft", bad)
+        assert await conn.request("raft", {"m": []}) == {}
+        assert conn.is_open                        # bad input never closes or crashes the node
+    finally:
+        conn.close()
+
+
+def test_decode_batch_accepts_messages_for_this_node_only():
+    msg = Heartbeat(3, "b", "a", 7, 0)
+    assert decode_batch({"m": [codec.to_bytes(msg)]}, "a") == [msg]
+    with pytest.raises(InvalidParameter):
+        decode_batch({"m": [codec.to_bytes(msg)]}, "b")
+
+
+async def test_send_to_an_unknown_or_full_peer_drops_without_blocking():
+    pool = PeerPool("a")
+    pool.send("nobody", Heartbeat(1, "a", "nobody", 0, 0))
+    assert pool.dropped_count == 1
+    pool.set_address("b", "127.0.0.1:9")           # nothing listens there
+    from qnode.cluster import transport
+    for _ in range(transport.peer_queue_count_max + 5):
+        pool.send("b", Heartbeat(1, "a", "b", 0, 0))
+    assert pool.dropped_count >= 6
+    await pool.close()
