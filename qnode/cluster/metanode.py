@@ -128,6 +128,14 @@ class MetadataNode:
                                    wal_node_id=zlib.crc32(self.node_id.encode()) & 0x7FFF_FFFF,
                                    config=RAFT_CONFIG, tick_interval_ms=TICK_INTERVAL_MS)
         assert store.driver is not None
+        core = store.driver.core
+        if core.voters == (self.node_id,):
+            # A one-member group: nobody else can lead, so skip the election timeout (logical
+            # ticks before the driver runs; its first Ready persists the new term and vote).
+            for _ in range(2 * RAFT_CONFIG.election_ticks):
+                if core.role is Role.LEADER:
+                    break
+                core.tick()
         store.driver.role_listeners.append(self._on_role)
         self.store = store
         self._driver_task = asyncio.get_running_loop().create_task(store.driver.run(), name="raft")
