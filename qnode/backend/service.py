@@ -111,9 +111,11 @@ class BackendService:
             if payload is not None:
                 engine.restore(payload)
             replayed = 0
+            replayed_size = 0
             for record in wal.replay():
                 engine.apply_record(record.kind, record.body)
                 replayed += 1
+                replayed_size += len(record.body)
             if not engine.has_secret:
                 engine.init_secret(secrets.token_bytes(32))
             engine.start(clock.wall_ms())
@@ -128,6 +130,7 @@ class BackendService:
                 gc.enable()
         gc.freeze()     # recovered messages are long-lived: keep them out of future GC scans
         svc = cls(wal, engine, config, clock)
+        svc._log_bytes_since_checkpoint = replayed_size   # the log not covered by a checkpoint
         wal.on_durable(svc._on_durable)
         svc._flush()
         await wal.sync(wal.last_lsn)

@@ -183,3 +183,28 @@ async def test_interval_durability_is_reported_and_restart_keeps_synced_messages
         assert [m.body for m in await svc.receive_messages("i")] == [b"x"]
     finally:
         await svc.close()
+
+
+async def test_periodic_checkpoint_when_log_outgrows_live_data(tmp_path: Path) -> None:
+    config = BackendConfig(wal=WalConfig(disk_reserve_size=0), checkpoint_log_size_min=4096,
+                           maintenance_interval_ms=10)
+    svc = await BackendService.open(tmp_path, config)
+    await svc.create_queue("q")
+    for round_index in range(10):
+        await svc.send_messages("q", [SendEntry(b"x" * 500, entry_id=str(i)) for i in range(5)])
+        got = await svc.receive_messages("q", max_count=10)
+        await svc.delete_messages("q", [m.receipt for m in got])
+    [kept] = await svc.send_messages("q", [SendEntry(b"keep")])
+
+    async def checkpointed() -> bool:
+        return svc.checkpoints >= 1
+
+    await wait_for(checkpointed)
+    assert svc._wal.checkpoint_lsn > 0
+    await svc.close()
+    svc = await BackendService.open(tmp_path, config)
+    try:
+        [m] = await svc.receive_messages("q", max_count=10)
+        assert m.message_id == kept.message_id
+    finally:
+        await svc.close()
