@@ -149,8 +149,11 @@ class ClusterQueues:
 
     async def get_queue_attributes(self, name: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
         q = self._meta(name)
-        if self.backend is not None and name in await self.backend.list_queues(name):
-            return await self.backend.get_queue_attributes(name, names)
+        if self.backend is not None:
+            try:
+                return await self.backend.get_queue_attributes(name, names)
+            except QueueDoesNotExist:
+                pass                              # not materialized here yet: metadata's view
         wanted = set(names) if names else {"All"}
         for n in wanted:
             if n != "All" and n not in qattrs.ALL_NAMES:
