@@ -814,7 +814,8 @@ class Engine:
             self._log(rec.DELETE, [q.queue_id, deleted])
         out = tuple(self._present(q, m) for m in taken)
         if attempt_id is not None and out and not delete:
-            q.attempts[attempt_id] = (now_ms + self.config.receive_attempt_window_ms, list(taken))
+            q.attempts[attempt_id] = (now_ms + self.config.receive_attempt_window_ms,
+                                      [(m, m.receive_count) for m in taken])
             q.attempts.move_to_end(attempt_id)
             if len(q.attempts) > _ATTEMPTS_KEPT:
                 q.attempts.popitem(last=False)
@@ -825,7 +826,8 @@ class Engine:
         hit = q.attempts.get(attempt_id)
         if hit is None or hit[0] <= now_ms:
             return ()
-        live = [m for m in hit[1] if m.state == INFLIGHT and q.messages.get(m.seq) is m]
+        live = [m for m, count in hit[1]
+                if m.state == INFLIGHT and m.receive_count == count and q.messages.get(m.seq) is m]
         return tuple(self._present(q, m) for m in live)
 
     def _present(self, q: Queue, m: Message, peek: bool = False) -> ReceivedMessage:

@@ -187,6 +187,7 @@ class BackendService:
             except QnodeError:
                 self._engine.abort_unlogged()
                 self._finish_deliveries()
+                self._arm_timer()
                 raise
             self._engine.logged(lsn)
             self._log_bytes_since_checkpoint += sum(len(b) for _, b in records)

@@ -221,3 +221,13 @@ def test_per_group_throughput_needs_group_dedup_scope(h: Harness) -> None:
     h.create("t.fifo", {**FIFO, "FifoThroughputLimit": "perMessageGroupId",
                         "DeduplicationScope": "messageGroup"})
     assert h.attrs("t.fifo")["FifoThroughputLimit"] == "perMessageGroupId"
+
+
+def test_attempt_id_does_not_replay_a_batch_that_was_redelivered(h: Harness) -> None:
+    h.send_body("f.fifo", b"x", group_id="g")
+    [first] = h.recv("f.fifo", 10, vis_ms=1_000, attempt_id="att")
+    h.advance(1_000)
+    [second] = h.recv("f.fifo", 10, vis_ms=60_000)
+    assert second.system["ApproximateReceiveCount"] == "2"
+    assert h.recv("f.fifo", 10, attempt_id="att") == []      # not the other consumer's batch
+    assert first.receipt != second.receipt

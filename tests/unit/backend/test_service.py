@@ -208,3 +208,26 @@ async def test_periodic_checkpoint_when_log_outgrows_live_data(tmp_path: Path) -
         assert m.message_id == kept.message_id
     finally:
         await svc.close()
+
+
+async def test_refused_append_fails_the_send_and_leaves_no_message(tmp_path: Path) -> None:
+    from qnode.protocol.errors import DiskFull
+
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q")
+        real_append = svc._wal.append_many
+
+        def refuse(records):
+            raise DiskFull("test: below the reserve")
+
+        svc._wal.append_many = refuse
+        with pytest.raises(DiskFull):
+            await svc.send_messages("q", [SendEntry(b"lost")])
+        svc._wal.append_many = real_append
+        assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessages"] == "0"
+        [ok] = await svc.send_messages("q", [SendEntry(b"kept")])
+        assert [m.message_id for m in await svc.receive_messages("q", max_count=10)] == [ok.message_id]
+        svc.check_invariants()
+    finally:
+        await svc.close()
