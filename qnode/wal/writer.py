@@ -91,6 +91,7 @@ class Wal:
         self._failed: WalFailed | None = None
         self._closing = False
         self._closed = False
+        self._truncating = False                  # appends are refused while truncating
         self._idle = asyncio.Event()
         self._idle.set()
         self._fsyncs = 0
@@ -209,6 +210,8 @@ class Wal:
             raise WalFailed(self._failed.message)
         if self._closing:
             raise ShuttingDown("the wal is closing")
+        if self._truncating:
+            raise WalBackpressure("the wal is truncating its suffix", retry_after_ms=10)
         if self._pending_size + size > self._config.pending_size_max:
             self._backpressure_rejections += 1
             raise WalBackpressure(f"{self._pending_size} bytes are waiting for fsync "
@@ -412,11 +415,18 @@ class Wal:
             raise WalFailed(self._failed.message) from e
 
     async def truncate_after(self, lsn: int) -> None:
-        """Flush, then durably drop every record with LSN > lsn (Raft suffix truncation)."""
+        """Flush, then durably drop every record with LSN > lsn (Raft suffix truncation).
+
+        Appends meanwhile raise WalBackpressure: their LSNs would be renumbered.
+        """
         await self.sync(self._last_lsn)
-        await self._run_exclusive(lambda: self._log.truncate_after(lsn))
-        self._last_lsn = self._log.last_lsn
-        self._durable_lsn = self._log.durable_lsn
+        self._truncating = True
+        try:
+            await self._run_exclusive(lambda: self._log.truncate_after(lsn))
+            self._last_lsn = self._log.last_lsn
+            self._durable_lsn = self._log.durable_lsn
+        finally:
+            self._truncating = False
 
     def stats(self) -> dict[str, float]:
         return {

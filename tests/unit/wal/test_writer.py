@@ -200,7 +200,16 @@ async def test_checkpoint_and_truncate_through_the_shell(tmp_path):
     await wal.checkpoint(30, [b"state-", b"at-30"])
     assert wal.checkpoint_lsn == 30
     assert wal.checkpoint_payload == b"state-at-30"
-    await wal.truncate_after(35)
+    gate = threading.Event()
+    wal._executor.submit(gate.wait, 30)          # hold the WAL thread: truncation must wait
+    truncation = asyncio.ensure_future(wal.truncate_after(35))
+    async with asyncio.timeout(30):
+        while not wal._truncating:                # polled with a deadline, no sleeping
+            await asyncio.wait([truncation], timeout=0)
+    with pytest.raises(WalBackpressure):
+        wal.append(16, b"during truncation")
+    gate.set()
+    await truncation
     assert (wal.last_lsn, wal.durable_lsn) == (35, 35)
     assert wal.append(16, b"36") == 36
     await wal.close()
