@@ -8,9 +8,9 @@ Group commit: `append` assigns the LSN at once and queues the record. When no ba
 the next loop iteration hands every queued record (up to `batch_size_max` bytes) to the thread as
 one batch: one `write`, one `fdatasync`. Appends that arrive while it is in flight form the next
 batch. Waiters (`sync(lsn)`) sit in a heap by LSN and are woken, on the loop, by the completion
-of the fsync that covers them; `on_durable` callbacks run after every fsync. When the queue runs
-empty, the thread appends a durability marker (an empty batch, no fsync) so that the last
-acknowledged batch is declared durable like every earlier one.
+of the fsync that covers them; `on_durable` callbacks run after every fsync. When the queue stays
+empty for MARKER_DELAY_S (and at close), the thread appends a durability marker (an empty batch,
+no fsync) so that the last acknowledged batch is declared durable like every earlier one.
 
 Invariants:
 - durable_lsn <= last submitted LSN <= last_lsn; LSNs are handed out consecutively.
@@ -41,6 +41,8 @@ from qnode.wal.log import SegmentedLog
 from qnode.wal.record import BATCH_RECORD_SIZE, HEADER_SIZE, KIND_MAX, KIND_USER_MIN, Record
 
 log = logging.getLogger(__name__)
+
+MARKER_DELAY_S = 0.02   # idle this long before writing a durability marker (see _declare_durable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class Wal:
         self._queued_size = 0                     # bytes in self._pending
         self._inflight: asyncio.Future | None = None
         self._marker: asyncio.Future | None = None    # the idle durability marker in flight
+        self._marker_timer: asyncio.TimerHandle | None = None
         self._kick_scheduled = False
         self._waiters: list[tuple[int, int, asyncio.Future]] = []   # (lsn, seq, future) heap
         self._waiter_seq = 0
@@ -324,16 +327,19 @@ class Wal:
             self._kick()
         else:
             self._idle.set()
-            self._declare_durable()
+            if self._marker_timer is None:
+                self._marker_timer = self._loop.call_later(MARKER_DELAY_S, self._declare_durable)
 
     def _declare_durable(self) -> None:
-        """Going idle: have the thread append a durability marker (no fsync) for the last batch.
+        """Idle for a moment: have the thread append a durability marker (no fsync).
 
         Without it the newest acknowledged batch is declared durable by no later batch, and rot
-        in it would be taken for a torn tail. Queued on the one WAL thread, so it runs before any
-        later batch; `_marker` keeps the future referenced until it is done.
+        in it would be taken for a torn tail. Delayed by MARKER_DELAY_S so that a busy WAL (whose
+        next batch declares the previous one anyway) pays nothing. Queued on the one WAL
+        thread, so it runs before any later batch; `_marker` keeps the future referenced.
         """
-        if self._failed is not None or self._closed:
+        self._marker_timer = None
+        if self._failed is not None or self._closing or self._inflight is not None or self._pending:
             return
         self._marker = self._loop.run_in_executor(self._executor, self._log.write_durability_marker)
         self._marker.add_done_callback(self._on_marker_done)
@@ -454,7 +460,12 @@ class Wal:
         try:
             if self._failed is None and self._last_lsn > self._durable_lsn:
                 await self.sync(self._last_lsn)
+            if self._marker_timer is not None:
+                self._marker_timer.cancel()
+                self._marker_timer = None
             if self._failed is None:
+                # Declare the last batch before closing (the timer is not waited for).
+                await self._run_exclusive(self._log.write_durability_marker)
                 await self._run_exclusive(self._log.close)
             else:
                 await self._loop.run_in_executor(self._executor, self._log.close)

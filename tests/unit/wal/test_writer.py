@@ -316,3 +316,29 @@ async def test_going_idle_declares_the_last_acknowledged_batch(tmp_path):
     # Rot in the newest acknowledged record is corruption, not a torn tail.
     with pytest.raises(WalCorruption):
         await Wal.open(tmp_path, CONFIG)
+
+
+async def _wait_for_condition(predicate, timeout_s: float = 30.0) -> None:
+    """Poll `predicate` until true, failing after the deadline."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+async def test_an_idle_wal_writes_a_marker_without_being_closed(tmp_path):
+    import shutil
+    from qnode.wal.errors import WalCorruption
+    wal = await Wal.open(tmp_path / "live", CONFIG)
+    lsn = wal.append(16, b"newest acknowledged")
+    await wal.sync(lsn)
+    await _wait_for_condition(lambda: wal._log._declared_lsn == lsn)
+    assert wal.stats()["fsyncs"] == 1          # the marker costs no fsync
+    # What a power loss after writeback would leave: copy the files of the open WAL.
+    shutil.copytree(tmp_path / "live", tmp_path / "copy")
+    await wal.close()
+    (segment,) = [p for p in (tmp_path / "copy").iterdir() if p.suffix == ".wal"]
+    data = bytearray(segment.read_bytes())
+    data[data.index(b"newest acknowledged")] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption):
+        await Wal.open(tmp_path / "copy", CONFIG)
