@@ -442,10 +442,6 @@ class BackendService:
             "wal": self._wal.stats(),
         }
 
-    def status(self) -> dict[str, Any]:
-        """Flat backend figures for the binary protocol's `status` op."""
-        return dict(self.stats()["backend"])
-
     def status_line(self) -> str:
         s = self._engine.stats()
         w = self._wal.stats()
