@@ -231,3 +231,25 @@ def test_attempt_id_does_not_replay_a_batch_that_was_redelivered(h: Harness) -> 
     assert second.system["ApproximateReceiveCount"] == "2"
     assert h.recv("f.fifo", 10, attempt_id="att") == []      # not the other consumer's batch
     assert first.receipt != second.receipt
+
+
+def test_redrive_allow_policy_by_queue_admits_only_listed_sources(h: Harness) -> None:
+    allowed = h.engine.config.arn("ok-src")
+    h.create("byq", {"RedriveAllowPolicy": json.dumps(
+        {"redrivePermission": "byQueue", "sourceQueueArns": [allowed]})})
+    policy = json.dumps({"deadLetterTargetArn": h.engine.queue_arn("byq"), "maxReceiveCount": 2})
+    h.create("ok-src", {"RedrivePolicy": policy})
+    with pytest.raises(InvalidParameter):
+        h.create("other-src", {"RedrivePolicy": policy})
+    assert h.engine.list_dead_letter_source_queues("byq") == ["ok-src"]
+
+
+def test_fifo_receive_and_delete_keeps_group_order_and_never_redelivers(h: Harness) -> None:
+    for i in range(3):
+        h.send_body("f.fifo", b"%d" % i, group_id="g")
+    assert [m.body for m in h.recv("f.fifo", 2, delete=True)] == [b"0", b"1"]
+    assert [m.body for m in h.recv("f.fifo", 2, delete=True)] == [b"2"]
+    h.advance(60_000)
+    assert h.recv("f.fifo", 10) == []
+    h.restart()
+    assert h.counts("f.fifo") == (0, 0, 0)

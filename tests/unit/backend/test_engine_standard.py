@@ -424,3 +424,22 @@ def test_nack_with_backoff_schedule(h: Harness) -> None:
     assert m.system["qnode:FailureReason"] == "boom"
     h.call("nack", "b", m.receipt, 0, None, h.now)
     assert len(h.recv("b")) == 1
+
+
+def test_list_queues_by_prefix_and_unknown_attribute_name(h: Harness) -> None:
+    h.create("alpha")
+    h.create("alps")
+    h.create("beta")
+    assert h.engine.list_queues("al") == ["alpha", "alps"]
+    assert h.engine.list_queues() == ["alpha", "alps", "beta", "q"]
+    with pytest.raises(InvalidAttributeName):
+        h.engine.get_queue_attributes("q", ["NoSuchAttribute"], h.now)
+
+
+def test_deleted_queue_stays_deleted_after_restart_and_name_is_reusable(h: Harness) -> None:
+    h.send_body("q", b"x")
+    h.call("delete_queue", "q", h.now)
+    h.restart()
+    assert h.engine.list_queues() == []
+    h.create("q")
+    assert h.counts("q") == (0, 0, 0)
