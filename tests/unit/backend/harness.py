@@ -51,6 +51,14 @@ class Harness:
             self.engine.on_durable(self.lsn, self.now)
             self.flush_records_only()
 
+    def make_durable_upto(self, lsn: int) -> None:
+        """The WAL reports durability up to `lsn` (<= the last appended LSN)."""
+        assert self.durable <= lsn <= self.lsn
+        if lsn > self.durable:
+            self.durable = lsn
+            self.engine.on_durable(lsn, self.now)
+            self.flush_records_only()
+
     def flush_records_only(self) -> None:
         records = self.engine.take_records()
         for kind, body in records:
