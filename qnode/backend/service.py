@@ -34,6 +34,8 @@ from qnode.wal.writer import Wal, WalConfig
 
 log = logging.getLogger(__name__)
 
+_GC_FREEZE_MESSAGES_MIN = 100_000   # below this, a full GC pass is cheap; freezing is not worth it
+
 
 class Clock(Protocol):
     def wall_ms(self) -> int: ...
@@ -128,7 +130,8 @@ class BackendService:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        gc.freeze()     # recovered messages are long-lived: keep them out of future GC scans
+        if engine.stats().messages >= _GC_FREEZE_MESSAGES_MIN:
+            gc.freeze()  # millions of long-lived recovered messages: keep them out of GC scans
         svc = cls(wal, engine, config, clock)
         svc._log_bytes_since_checkpoint = replayed_size   # the log not covered by a checkpoint
         wal.on_durable(svc._on_durable)
