@@ -50,6 +50,13 @@ class Workload:
     rate: float
     duration_s: float
     warmup_s: float
+    mode: str = "pull"             # pull: receive + delete; push: q.consume(prefetch) + delete
+    prefetch: int = 100
+    fifo_groups: int = 0           # 0: standard queues; N: FIFO queues, messages spread over N groups
+
+    def queue_name(self, index: int) -> str:
+        base = f"bench-{index % self.queues}"
+        return f"{base}.fifo" if self.fifo_groups else base
 
 
 def _body(size: int) -> bytes:
@@ -78,8 +85,9 @@ async def _producer_main(w: Workload, index_base: int, counters, start_at: float
 
     async def task(i: int) -> None:
         async with qnode.Client([w.address]) as client:
-            q = await client.get_queue(f"bench-{(index_base + i) % w.queues}")
+            q = await client.get_queue(w.queue_name(index_base + i))
             next_at = time.perf_counter()
+            seq = 0
             while True:
                 now = time.perf_counter()
                 if now >= stop_at:
@@ -93,7 +101,14 @@ async def _producer_main(w: Workload, index_base: int, counters, start_at: float
                     if time.perf_counter() >= stop_at:
                         return
                 t0 = time.perf_counter()
-                if w.batch > 1:
+                if w.fifo_groups:
+                    entries = []
+                    for _ in range(w.batch):
+                        seq += 1
+                        entries.append({"body": _body(w.size), "group_id": f"g{seq % w.fifo_groups}",
+                                        "dedup_id": f"{i}-{seq}-{t0}"})
+                    await q.send_batch(entries)
+                elif w.batch > 1:
                     await q.send_batch([_body(w.size) for _ in range(w.batch)])
                 else:
                     await q.send(_body(w.size))
@@ -113,29 +128,48 @@ async def _consumer_main(w: Workload, counters, start_at: float, stop_at: float,
     e2e: list[float] = []
     acked_in_window = 0
 
-    async def task(i: int) -> None:
+    def account(msgs, received_at: float) -> None:
+        for m in msgs:
+            if len(e2e) < SAMPLES_MAX and received_at >= start_at:
+                e2e.append(received_at - STAMP.unpack_from(m.body)[0])
+
+    def acked(count: int) -> None:
         nonlocal acked_in_window
+        done = time.perf_counter()
+        if start_at <= done < stop_at:
+            acked_in_window += count
+        with counters["acked"].get_lock():
+            counters["acked"].value += count
+
+    async def push_task(i: int) -> None:
         async with qnode.Client([w.address]) as client:
-            q = await client.get_queue(f"bench-{i % w.queues}")
+            q = await client.get_queue(w.queue_name(i))
+            try:
+                async with asyncio.timeout(max(0.0, stop_at - time.perf_counter())):
+                    async with q.consume(prefetch=w.prefetch) as stream:
+                        async for msg in stream:
+                            account([msg], time.perf_counter())
+                            await msg.delete()
+                            acked(1)
+            except TimeoutError:
+                pass   # the measured window ended
+
+    async def task(i: int) -> None:
+        async with qnode.Client([w.address]) as client:
+            q = await client.get_queue(w.queue_name(i))
             while time.perf_counter() < stop_at:
                 msgs = await q.receive(max_messages=w.batch, wait=1)
-                now = time.perf_counter()
-                for m in msgs:
-                    if len(e2e) < SAMPLES_MAX and now >= start_at:
-                        e2e.append(now - STAMP.unpack_from(m.body)[0])
+                account(msgs, time.perf_counter())
                 if not msgs:
                     continue
                 if len(msgs) > 1:
                     await q.delete_batch(msgs)
                 else:
                     await msgs[0].delete()
-                done = time.perf_counter()
-                if start_at <= done < stop_at:
-                    acked_in_window += len(msgs)
-                with counters["acked"].get_lock():
-                    counters["acked"].value += len(msgs)
+                acked(len(msgs))
 
-    await asyncio.gather(*(task(i) for i in range(w.consumers)))
+    runner = push_task if w.mode == "push" else task
+    await asyncio.gather(*(runner(i) for i in range(w.consumers)))
     out.put(("consumer", (e2e, acked_in_window)))
 
 
@@ -205,7 +239,8 @@ def run_workload(w: Workload, progress: bool = True) -> dict:
     async def setup():
         async with qnode.Client([w.address]) as c:
             for i in range(w.queues):
-                q = await c.create_queue(f"bench-{i}")
+                attributes = {"FifoQueue": "true"} if w.fifo_groups else {}
+                q = await c.create_queue(w.queue_name(i), attributes=attributes)
                 await q.purge()
     try:
         asyncio.run(setup())
@@ -259,13 +294,18 @@ def _rss_mb(pid: int) -> float | None:
 @click.option("--batch", default=1, show_default=True, help="messages per send/receive/delete call")
 @click.option("--rate", default=0.0, show_default=True, help="open-loop msgs/s in total (0: closed loop)")
 @click.option("--queues", default=1, show_default=True)
+@click.option("--mode", type=click.Choice(["pull", "push"]), default="pull", show_default=True,
+              help="pull: receive + delete; push: consume(prefetch) + delete")
+@click.option("--prefetch", default=100, show_default=True, help="push mode: unacked messages per consumer")
+@click.option("--fifo-groups", default=0, show_default=True,
+              help="0: standard queues; N: FIFO queues with messages spread over N groups")
 @click.option("--duration", default=10.0, show_default=True, help="measured seconds")
 @click.option("--warmup", default=2.0, show_default=True)
 @click.option("--idle-wake/--no-idle-wake", default=True, help="also measure idle long-poll wake")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench(ctx, address_opt, producers, consumers, size, batch, rate, queues, duration, warmup,
-          idle_wake, as_json) -> None:
+def bench(ctx, address_opt, producers, consumers, size, batch, rate, queues, mode, prefetch,
+          fifo_groups, duration, warmup, idle_wake, as_json) -> None:
     """Load a node and print throughput and latency percentiles."""
     if not (1 <= batch <= 10):
         raise click.BadParameter("--batch must be 1..10")
@@ -278,7 +318,8 @@ def bench(ctx, address_opt, producers, consumers, size, batch, rate, queues, dur
         if address is None:
             tmp = tempfile.mkdtemp(prefix="qnode-bench-")
             proc, address = start_node_process(os.path.join(tmp, "data"))
-        w = Workload(address, queues, producers, consumers, size, batch, rate, duration, warmup)
+        w = Workload(address, queues, producers, consumers, size, batch, rate, duration, warmup,
+                     mode=mode, prefetch=prefetch, fifo_groups=fifo_groups)
         result = {"workload": w.__dict__, **run_workload(w, progress=not as_json)}
         if idle_wake:
             result["idle_wake"] = _summary(asyncio.run(_idle_wake(address, IDLE_WAKE_SAMPLES)))
