@@ -86,6 +86,7 @@ class EngineConfig:
     sweep_interval_ms: int = 1000          # retention / dedup-window sweep period
     tick_work_max: int = 100_000           # timer entries handled per tick (bounded loop)
     peek_scan_max: int = 10_000            # messages looked at by one peek / move step
+    timers_compact_min: int = 65_536       # timer heap size below which stale entries stay
 
     def arn(self, name: str) -> str:
         return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
@@ -193,6 +194,7 @@ class Engine:
         self._tasks: dict[str, MoveTaskState] = {}
         self._usage = _Usage()
         self._sweep_at_ms = 0
+        self._timers_compact_at = config.timers_compact_min
         self._started = False
 
     # ================================================================ recovery / lifecycle
@@ -802,6 +804,8 @@ class Engine:
             return True
 
         taken = q.take(n, accept)
+        if len(timers) > self._timers_compact_at:
+            self._compact_timers()
         if vis_ms == 0 and not delete:
             for m in taken:                  # visible again at once (SQS VisibilityTimeout=0)
                 q.make_ready(m)
@@ -1156,6 +1160,23 @@ class Engine:
         q.scheduled.pop(m.message_id, None)
         q.make_ready(m)
         self._mark_dirty(q)
+
+    def _compact_timers(self) -> None:
+        """Drop stale timer entries (deleted messages, changed visibility, answered waiters):
+        a 12 h visibility timeout must not keep every deleted message's entry for 12 h.
+        Amortised O(1): runs when the heap doubled since the last compaction."""
+        live = []
+        for entry in self._timers:
+            due, _, obj, q, count = entry
+            if q is None:
+                if not obj.done:
+                    live.append(entry)
+            elif (not q.deleted and obj.visible_at_ms == due and obj.receive_count == count
+                  and obj.state in (DELAYED, INFLIGHT)):
+                live.append(entry)
+        heapq.heapify(live)
+        self._timers = live
+        self._timers_compact_at = max(2 * len(live), self.config.timers_compact_min)
 
     def _mark_dirty(self, q: Queue) -> None:
         if q.waiter_count:

@@ -25,7 +25,7 @@ from tests.unit.backend.harness import Harness
 
 RETENTION_MS = 60_000
 MAX_RECEIVES = 3
-CONFIG = EngineConfig(sweep_interval_ms=1)
+CONFIG = EngineConfig(sweep_interval_ms=1, timers_compact_min=16)   # exercise heap compaction
 SETTINGS = settings(max_examples=40, stateful_step_count=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 

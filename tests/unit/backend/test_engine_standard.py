@@ -443,3 +443,17 @@ def test_deleted_queue_stays_deleted_after_restart_and_name_is_reusable(h: Harne
     assert h.engine.list_queues() == []
     h.create("q")
     assert h.counts("q") == (0, 0, 0)
+
+
+def test_timer_heap_stays_bounded_with_long_visibility_and_fast_deletes() -> None:
+    h = Harness(EngineConfig(timers_compact_min=64))
+    h.create("q")
+    for _ in range(100):
+        h.send_body("q", b"x")
+        [m] = h.recv("q", vis_ms=12 * 3600_000)
+        h.delete("q", m.receipt)
+    assert len(h.engine._timers) <= 2 * 64
+    h.send_body("q", b"y")
+    [m] = h.recv("q", vis_ms=1_000)
+    h.advance(1_000)
+    assert len(h.recv("q")) == 1                      # live timers survive compaction
