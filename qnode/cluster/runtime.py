@@ -106,7 +106,11 @@ class ClusterRuntime:
             log.warning("membership (UDP %s) not started: %s; running as a single node", binary_address, exc)
         self.meta.membership = self.membership
         self.meta.binary_address = binary_address
-        await self.meta.start()
+        try:
+            await self.meta.start()
+        except ValueError as exc:                 # --bootstrap-expect out of range, damaged voters file
+            from qnode.node import StartupError
+            raise StartupError(f"metadata: {exc}") from None
         if self.materializer is not None:
             self.meta.on_started(self._on_raft_started)
         if self.single:

@@ -24,7 +24,7 @@ import pytest
 
 import qnode
 from qnode.backend.service import BackendConfig, BackendService
-from qnode.cluster.status import query
+from qnode.cluster.status import gather, query
 from qnode.frontend.api import SendEntry
 from qnode.protocol.errors import QnodeError, QueueDoesNotExist
 from tests.integration.nodeproc import NodeProcess
@@ -145,6 +145,9 @@ async def kill_leader_and_time(g: Group, created: list[str]) -> tuple[float, str
     new_leader, new_term = await wait_until(lambda: agreed_leader(survivors, term), 10, "a new leader")
     elapsed = time.monotonic() - t0
     assert new_leader != leader and new_term > term
+    status = await gather([survivors[0]])         # what `qnode cluster status` shows meanwhile
+    assert (status["leader"], status["term"]) == (new_leader, new_term)
+    assert next(m for m in status["members"] if m["id"] == leader)["raft"] is None
     g.procs[leader].start()
 
     async def rejoined():
