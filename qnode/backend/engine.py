@@ -31,8 +31,8 @@ import heapq
 import itertools
 import json
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
 
 from qnode import limits
 from qnode.backend import attributes as qattrs
