@@ -111,3 +111,14 @@ swim_relays_count_max = 256               # pending ping-req relays run for othe
 swim_outbox_count_max = 4_096             # datagrams the shell has not taken yet; more are dropped
 swim_events_count_max = 10_000            # events the shell has not taken yet; oldest dropped
 assert swim_packet_size_max < swim_sync_packet_size_max < 65_507
+
+# --- Cluster wiring (owner: cluster engineer; qnode/cluster/, docs/design/cluster.md) ----------
+cluster_raft_tick_interval_ms = 50        # metadata Raft tick on real nodes
+cluster_raft_heartbeat_ticks = 2          # leader heartbeat every 100 ms
+cluster_raft_election_ticks = 12          # election timeout 0.6..1.2 s (randomized up to 2x)
+cluster_peer_queue_count_max = 1_024      # Raft messages queued per peer; beyond: dropped (Raft retransmits)
+cluster_peer_batch_count_max = 128        # Raft messages in one `raft` peer request
+cluster_peers_count_max = 64              # peers one node keeps links to
+cluster_propose_timeout_ms = 5_000        # a queue-definition change waits this long for a leader/commit
+assert cluster_raft_election_ticks > cluster_raft_heartbeat_ticks
+assert cluster_peer_batch_count_max <= msgpack_array_len_max

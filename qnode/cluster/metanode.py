@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
+from qnode import limits
 from qnode.cluster import bootstrap
 from qnode.cluster.transport import PeerPool, decode_batch
 from qnode.metadata.commands import Command
@@ -38,10 +39,11 @@ from qnode.protocol.errors import (
 
 log = logging.getLogger(__name__)
 
-TICK_INTERVAL_MS = 50
-RAFT_CONFIG = RaftConfig(election_ticks=12, heartbeat_ticks=2)
+TICK_INTERVAL_MS = limits.cluster_raft_tick_interval_ms
+RAFT_CONFIG = RaftConfig(election_ticks=limits.cluster_raft_election_ticks,
+                         heartbeat_ticks=limits.cluster_raft_heartbeat_ticks)
 CLUSTER_ID = 1
-propose_timeout_s = 5.0
+propose_timeout_s = limits.cluster_propose_timeout_ms / 1000
 forward_retry_s = 0.05
 
 

@@ -168,8 +168,12 @@ class ClusterRuntime:
         if self.materializer is not None:
             await self.materializer.close()
         if self.membership is not None:
+            from qnode.membership.types import State
+            others = [m for m in self.membership.members()
+                      if m.node_id != self.config.node_id and m.state in (State.ALIVE, State.SUSPECT)]
             try:
-                await self.membership.leave(timeout_s=1.0)
+                if others:                        # alone, there is nobody to tell
+                    await self.membership.leave(timeout_s=1.0)
             finally:
                 await self.membership.stop()
         await self.meta.stop()

@@ -26,6 +26,7 @@ import random
 from collections import deque
 from typing import Any, Callable, Mapping
 
+from qnode import limits
 from qnode.client.connection import ClientConnection
 from qnode.metadata.raft import codec
 from qnode.metadata.raft.messages import Message
@@ -34,14 +35,14 @@ from qnode.protocol.framing import FrameLimits
 
 log = logging.getLogger(__name__)
 
-peer_queue_count_max = 1_024         # Raft messages queued for one peer; beyond: drop newest-first
-batch_count_max = 128                # Raft messages in one `raft` request
+peer_queue_count_max = limits.cluster_peer_queue_count_max   # per peer; beyond: dropped
+batch_count_max = limits.cluster_peer_batch_count_max        # Raft messages in one `raft` request
 batch_size_max = 8 << 20             # bytes of Raft messages in one `raft` request
 connect_timeout_s = 1.0
 reply_timeout_s = 3.0
 reconnect_backoff_base_s = 0.05
 reconnect_backoff_max_s = 1.0
-peers_count_max = 64
+peers_count_max = limits.cluster_peers_count_max
 
 RAFT_OP = "raft"
 
