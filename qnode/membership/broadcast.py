@@ -52,11 +52,12 @@ class BroadcastQueue:
         assert len(self._items) <= self._count_max
 
     def take(self, budget_size: int, item_overhead_size: int, transmit_limit: int,
-             first_key: str | None = None) -> list[dict]:
+             first_key: str | None = None, skip_key: str | None = None) -> list[dict]:
         """Up to `budget_size` bytes of updates (each costing its size plus the overhead).
 
         `first_key`, if queued, goes first regardless of order (Lifeguard's buddy system: a
         probe of a suspect carries the suspicion, so the suspect learns of it and can refute).
+        `skip_key`, if given, is left out (the caller sends its own claim about that member).
         Each returned update counts one transmit; items at `transmit_limit` are removed.
         """
         assert transmit_limit >= 1
@@ -70,6 +71,8 @@ class BroadcastQueue:
         chosen: list[dict] = []
         used = 0
         for item in ordered:
+            if item.key == skip_key:
+                continue
             cost = item.size + item_overhead_size
             if used + cost > budget_size:
                 continue

@@ -353,7 +353,8 @@ class Swim:
                 return
             seq = self._next_seq()
             self._relays[seq] = _Relay(from_addr, message.seq, now_ns + self._config.probe_timeout_ns)
-            self._send(message.target_address, Ping(seq, self.node_id, message.target))
+            self._send(message.target_address, Ping(seq, self.node_id, message.target),
+                       lead=self._suspicion_claim(message.target))
         elif isinstance(message, Nack):
             probe = self._probe
             if probe is not None and probe.seq == message.seq:
@@ -366,8 +367,9 @@ class Swim:
             assert False, message
 
     def _check_prober(self, from_addr: str, source: str, now_ns: int) -> Update | None:
-        """A member probing us is alive. If we hold it down (we missed its refutation), put our
-        claim first in the ack so that it reasserts itself to us; if we do not know it at all
+        """A member probing us is alive. If we hold it suspect or down (we may have missed its
+        refutation), put our claim first in the ack so that it reasserts itself to us; if we do
+        not know it at all
         (we forgot it), ask it for a push-pull sync, at most once per probe interval.
         Returns the claim to lead the ack with, or None."""
         record = self._members.get(source)
@@ -379,7 +381,8 @@ class Swim:
         if record.state in (State.DEAD, State.LEFT):
             return Update(record.node_id, record.address, record.incarnation, record.state,
                           record.meta, self.node_id)
-        return None
+        # A suspect that probes us is alive: tell it, so it refutes (or reasserts) to us.
+        return self._suspicion_claim(source)
 
     def _handle_sync(self, from_addr: str, message: Sync, now_ns: int) -> None:
         self.stats.syncs += 1
@@ -499,7 +502,7 @@ class Swim:
         if self.live_count() - 2 < k:
             k = 0       # memberlist: too few members to ever collect k confirmations
         self._suspicions[u.node_id] = Suspicion(u.incarnation, u.source, now_ns, min_ns, max_ns, k)
-        if u.source != self.node_id and u.node_id not in self._probe_first:
+        if u.node_id not in self._probe_first:
             self._probe_first.append(u.node_id)
         self._emit(MemberSuspect(record.snapshot()))
         self._broadcast(u)
@@ -576,14 +579,19 @@ class Swim:
                              ack_deadline_ns + self._config.indirect_timeout_ns * scale)
         # Lifeguard "buddy system": a probe of a suspect carries our suspicion first, so the
         # suspect learns of it (or, if it refuted already, tells us its newer incarnation).
-        lead = None
-        if record.state == State.SUSPECT:
-            lead = Update(record.node_id, record.address, record.incarnation, State.SUSPECT,
-                          record.meta, self.node_id)
-        self._send(record.address, Ping(seq, self.node_id, target), lead=lead)
+        self._send(record.address, Ping(seq, self.node_id, target),
+                   lead=self._suspicion_claim(target))
+
+    def _suspicion_claim(self, node_id: str) -> Update | None:
+        """Our SUSPECT claim about `node_id` if we suspect it, else None (buddy system)."""
+        record = self._members.get(node_id)
+        if record is None or record.state != State.SUSPECT:
+            return None
+        return Update(record.node_id, record.address, record.incarnation, State.SUSPECT,
+                      record.meta, self.node_id)
 
     def _next_probe_target(self) -> str | None:
-        # Suspect-first probing: a member suspected by someone else is probed by us next, so
+        # Suspect-first probing: a member suspected (by anyone, us included) is probed next, so
         # that a real failure collects Lifeguard's independent confirmations within about one
         # period (the suspicion timeout then drops to its minimum), while a live suspect just
         # answers. It displaces one round-robin probe per suspicion, so every member is still
@@ -711,7 +719,8 @@ class Swim:
                 wires.append(update_to_wire(lead))
                 base += wire_size(wires[0])
             wires += self._broadcasts.take(self._config.packet_size_max - base, 0,
-                                           self._transmit_limit(), first_key=first_key)
+                                           self._transmit_limit(), first_key=first_key,
+                                           skip_key=None if lead is None else lead.node_id)
             if require_updates and not wires:
                 return
             packet = encode_wire(message, wires)
