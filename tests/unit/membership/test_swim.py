@@ -375,3 +375,19 @@ def test_local_health_slows_an_isolated_member_but_not_the_healthy_ones():
     for other in ids[1:]:
         assert s.swim(other).awareness == 0
         assert s.swim(other).member(lonely).state == State.DEAD
+
+
+def test_ack_to_a_suspect_prober_carries_our_suspicion():
+    # A suspect that probes us is alive; our ack tells it it is suspected, so it refutes to us
+    # even if its gossiped refutation never reached us.
+    swim = _lone_core(SwimConfig.lan())
+    swim.on_packet("10.9.1.1:7946", encode(Gossip("b", (Update("b", "10.9.1.1:7946", 3, State.ALIVE, Meta(), "b"),))), 1)
+    swim.on_packet("10.9.1.2:7946", encode(Gossip("c", (Update("b", "10.9.1.1:7946", 3, State.SUSPECT, Meta(), "c"),))), 2)
+    assert swim.member("b").state == State.SUSPECT
+    swim.take_outbox()
+    swim.on_packet("10.9.1.1:7946", encode(Ping(11, "b", "me")), 3)
+    acks = [decode(x.packet) for x in swim.take_outbox() if x.to_addr == "10.9.1.1:7946"]
+    assert len(acks) == 1
+    first = acks[0].updates[0]
+    assert (first.node_id, first.state, first.incarnation, first.source) == ("b", State.SUSPECT, 3, "me")
+    assert sum(1 for u in acks[0].updates if u.node_id == "b") == 1     # not duplicated
