@@ -2,7 +2,9 @@
 
 Owns: one outbound `ClientConnection` per peer node (the peer's `--listen` address), a bounded
 send queue per peer, and the sender task that drains it. Raft messages travel as batches in a
-`raft` request (`{"m": [bytes, ...]}`, each item `qnode.metadata.raft.codec.to_bytes`); the
+`raft` request (`{"m": [msg, ...]}`, each item `qnode.metadata.raft.codec.encode`'s list, with
+an InstallSnapshot's data split into `snapshot_chunk_size` pieces so that no single msgpack bin
+exceeds the listener's `msgpack_bin_len_max`; the frame bound then caps a batch); the
 sender awaits the reply before the next batch, so at most one batch per peer is in flight and
 the queue itself is the only buffer. `request()` sends any other op to a peer on the same
 connection (forwarded metadata proposals, status queries).
@@ -47,6 +49,36 @@ peers_count_max = limits.cluster_peers_count_max
 RAFT_OP = "raft"
 
 
+SNAPSHOT_TAG = 7
+snapshot_chunk_size = 512 << 10      # below the listener's msgpack_bin_len_max (1 MiB)
+
+
+def wire_encode(msg: Message) -> list:
+    """codec.encode, with a snapshot's data as a list of chunks (see the module docstring)."""
+    value = codec.encode(msg)
+    if value[0] == SNAPSHOT_TAG:
+        data = value[-1]
+        value[-1] = [data[i:i + snapshot_chunk_size] for i in range(0, len(data), snapshot_chunk_size)]
+    return value
+
+
+def wire_size(msg: Message) -> int:
+    """Approximate encoded bytes (for batching): payload bytes plus a fixed overhead."""
+    entries = getattr(msg, "entries", ())
+    snapshot = getattr(msg, "snapshot", None)
+    return 64 + sum(len(e.data) + 16 for e in entries) + (len(snapshot.data) if snapshot is not None else 0)
+
+
+def wire_decode(value: object) -> Message:
+    """The inverse of wire_encode; ProtocolViolation for anything malformed."""
+    if isinstance(value, list) and len(value) >= 1 and value[0] == SNAPSHOT_TAG and isinstance(value[-1], list):
+        chunks = value[-1]
+        if not all(isinstance(c, bytes) for c in chunks):
+            raise ProtocolViolation("raft: snapshot chunks must be bytes")
+        value = value[:-1] + [b"".join(chunks)]
+    return codec.decode(value)
+
+
 def decode_batch(args: Mapping, node_id: str) -> list[Message]:
     """Validate a `raft` request: a list of encoded messages addressed to `node_id`."""
     items = args.get("m")
@@ -54,10 +86,8 @@ def decode_batch(args: Mapping, node_id: str) -> list[Message]:
         raise InvalidParameter(f"m must be a list of at most {batch_count_max} raft messages")
     out = []
     for item in items:
-        if not isinstance(item, bytes):
-            raise InvalidParameter("each raft message must be bytes")
         try:
-            msg = codec.from_bytes(item)
+            msg = wire_decode(item)
         except ProtocolViolation as exc:
             raise InvalidParameter(exc.message) from None
         if msg.dst != node_id:
@@ -71,7 +101,7 @@ class _Peer:
         self.pool = pool
         self.node_id = node_id
         self.address = address
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[list, int]] = deque()     # (wire value, approximate size)
         self.wake = asyncio.Event()
         self.conn: ClientConnection | None = None
         self.connect_lock = asyncio.Lock()
@@ -117,9 +147,9 @@ class _Peer:
                 continue
             batch, size = [], 0
             while self.queue and len(batch) < batch_count_max and size < batch_size_max:
-                item = self.queue.popleft()
+                item, item_size = self.queue.popleft()
                 batch.append(item)
-                size += len(item)
+                size += item_size
             try:
                 async with asyncio.timeout(reply_timeout_s):
                     await conn.request(RAFT_OP, {"m": batch})
@@ -186,7 +216,7 @@ class PeerPool:
         if len(peer.queue) >= peer_queue_count_max:
             self.dropped_count += 1
             return
-        peer.queue.append(codec.to_bytes(msg))
+        peer.queue.append((wire_encode(msg), wire_size(msg)))
         peer.wake.set()
 
     async def request(self, node_id: str, op: str, args: dict, timeout_s: float = 5.0) -> Any:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgpack
 import pytest
 
+from qnode import limits
 from qnode.client.connection import ClientConnection
-from qnode.cluster import bootstrap
+from qnode.cluster import bootstrap, transport
 from qnode.cluster.metanode import MetadataNode
-from qnode.cluster.transport import PeerPool, decode_batch
+from qnode.cluster.transport import PeerPool, decode_batch, wire_encode
 from qnode.frontend.server import BinaryServer
 from qnode.metadata import commands
-from qnode.metadata.raft import codec
-from qnode.metadata.raft.messages import Heartbeat
+from qnode.metadata.raft.messages import Heartbeat, InstallSnapshot, Snapshot
 from qnode.protocol.errors import InvalidParameter, QueueAlreadyExists
 from qnode.protocol.framing import FrameLimits
 
@@ -83,8 +84,9 @@ async def test_malformed_raft_requests_get_typed_errors(trio):
     host, _, port = node.binary_address.rpartition(":")
     conn = await ClientConnection.open(host, int(port), frame_limits=FrameLimits())
     try:
-        for bad in ({}, {"m": "x"}, {"m": [1]}, {"m": [b"\x93\x01"]},
-                    {"m": [codec.to_bytes(Heartbeat(1, "b", "z", 0, 0))]}):
+        for bad in ({}, {"m": "x"}, {"m": [1]}, {"m": [b"\x93\x01"]}, {"m": [[5, 1, "b"]]},
+                    {"m": [[7, 1, "b", "a", 1, 1, ["a"], [b"x", 3]]]},
+                    {"m": [wire_encode(Heartbeat(1, "b", "z", 0, 0))]}):
             with pytest.raises(InvalidParameter):
                 await conn.request("raft", bad)
         assert await conn.request("raft", {"m": []}) == {}
@@ -95,9 +97,19 @@ async def test_malformed_raft_requests_get_typed_errors(trio):
 
 def test_decode_batch_accepts_messages_for_this_node_only():
     msg = Heartbeat(3, "b", "a", 7, 0)
-    assert decode_batch({"m": [codec.to_bytes(msg)]}, "a") == [msg]
+    assert decode_batch({"m": [wire_encode(msg)]}, "a") == [msg]
     with pytest.raises(InvalidParameter):
-        decode_batch({"m": [codec.to_bytes(msg)]}, "b")
+        decode_batch({"m": [wire_encode(msg)]}, "b")
+
+
+def test_a_large_snapshot_travels_in_chunks_below_the_bin_bound():
+    data = bytes(range(256)) * 9000                     # 2.3 MB, over the 1 MiB bin bound
+    msg = InstallSnapshot(2, "b", "a", Snapshot(40, 2, ("a", "b", "c"), data))
+    value = wire_encode(msg)
+    assert all(len(chunk) <= transport.snapshot_chunk_size for chunk in value[-1])
+    packed = msgpack.packb({"m": [value]}, use_bin_type=True)
+    unpacked = msgpack.unpackb(packed, raw=False, max_bin_len=limits.msgpack_bin_len_max)
+    assert decode_batch(unpacked, "a") == [msg]
 
 
 async def test_send_to_an_unknown_or_full_peer_drops_without_blocking():
@@ -105,7 +117,6 @@ async def test_send_to_an_unknown_or_full_peer_drops_without_blocking():
     pool.send("nobody", Heartbeat(1, "a", "nobody", 0, 0))
     assert pool.dropped_count == 1
     pool.set_address("b", "127.0.0.1:9")           # nothing listens there
-    from qnode.cluster import transport
     for _ in range(transport.peer_queue_count_max + 5):
         pool.send("b", Heartbeat(1, "a", "b", 0, 0))
     assert pool.dropped_count >= 6
