@@ -94,16 +94,16 @@ async def agreed_leader(addresses: list[str], min_term: int = 0) -> tuple[str, i
 
 
 class Group:
-    """Three metadata-only processes m1..m3 with --bootstrap-expect 3."""
+    """Three processes m1..m3 (metadata-only by default) with --bootstrap-expect 3."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, roles: str = "metadata") -> None:
         self.ports = free_ports(3)
         self.ids = [f"m{i + 1}" for i in range(3)]
         self.addr = {nid: f"127.0.0.1:{p}" for nid, p in zip(self.ids, self.ports)}
         self.procs: dict[str, NodeProcess] = {}
         for nid in self.ids:
             seeds = ",".join(a for other, a in self.addr.items() if other != nid)
-            self.procs[nid] = NodeProcess(root / nid, "--roles", "metadata", "--node-id", nid,
+            self.procs[nid] = NodeProcess(root / nid, "--roles", roles, "--node-id", nid,
                                           "--seeds", seeds, "--bootstrap-expect", "3",
                                           listen=self.addr[nid])
 
@@ -263,6 +263,35 @@ async def test_leader_kill_elects_a_new_leader_and_the_old_one_rejoins(group):
     async with qnode.Client([group.addr["m1"]]) as c:   # the group still takes writes
         await c.create_queue("after")
         assert set(await c.list_queues()) == set(created) | {"after"}
+
+
+async def test_queue_definitions_reach_the_backend_of_every_member(tmp_path):
+    g = Group(tmp_path, roles="metadata,backend").start()
+    try:
+        await wait_until(lambda: agreed_leader(g.live()), 15, "an agreed leader")
+        async with qnode.Client([g.addr["m2"]]) as c:
+            await c.create_queue("shared", visibility_timeout=33)
+        for nid in g.ids:                          # followers and leader alike materialize it
+            async with qnode.Client([g.addr[nid]]) as c:
+                async def present():
+                    try:
+                        q = await c.get_queue("shared")
+                        await q.peek(1)            # a backend operation: materialized here
+                        return (await q.attributes("VisibilityTimeout"))["VisibilityTimeout"] == "33" and q
+                    except QueueDoesNotExist:
+                        return False
+                q = await wait_until(present, 10, f"queue on {nid}")
+                await q.send(nid.encode())
+                assert [m.body for m in await q.receive(wait=2)] == [nid.encode()]
+        async with qnode.Client([g.addr["m3"]]) as c:
+            await c.delete_queue("shared")
+        for nid in g.ids:
+            async with qnode.Client([g.addr[nid]]) as c:
+                async def gone():
+                    return await c.list_queues() == []
+                await wait_until(gone, 10, f"delete on {nid}")
+    finally:
+        g.close()
 
 
 @pytest.mark.slow
