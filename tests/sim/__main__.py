@@ -10,6 +10,7 @@ lines. Exit status 1 if any run failed. The sweep prints progress every 100 runs
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit-s", type=float, default=0.0, help="stop a sweep after this long")
     args = p.parse_args(argv)
     options = fast() if args.options == "fast" else None
+    # The WAL logs each torn-tail repair at WARNING; in a sweep those are expected, not news.
+    logging.basicConfig(level=logging.DEBUG if args.trace else logging.ERROR, format="%(name)s: %(message)s")
     if args.seed is not None:
         result = run(args.seed, args.events, options, trace_echo=args.trace)
         print(result.report())
