@@ -49,13 +49,18 @@ async def _try(address: str, timeout_s: float) -> dict | None:
 async def gather(addresses: list[str], timeout_s: float = query_timeout_s) -> dict:
     first: dict | None = None
     queried = ""
+    last: QnodeError | None = None
     for address in addresses:
-        first = await _try(address, timeout_s)
-        if first is not None:
-            queried = address
-            break
+        try:
+            first = await query(address, timeout_s)
+        except QnodeError as exc:
+            last = exc
+            continue
+        queried = address
+        break
     if first is None:
-        raise Unavailable(f"no qnode node answered at {', '.join(addresses)}")
+        why = f" (last error: {last.code.name}: {last.message})" if last is not None else ""
+        raise Unavailable(f"no cluster status from {', '.join(addresses)}{why}")
     members = list(first.get("members") or [])[:members_count_max]
     if not members:
         members = [{"id": first.get("node_id"), "address": first.get("address") or queried,

@@ -43,3 +43,14 @@ def test_table_has_a_row_per_member():
     assert text.splitlines()[0].startswith("leader: m2  term: 2")
     rows = [line for line in text.splitlines() if line.startswith("m")]
     assert len(rows) == 3 and "leader" in rows[1]
+
+
+def test_cli_exits_3_when_no_node_answers():
+    from click.testing import CliRunner
+
+    from qnode.cli import main
+
+    result = CliRunner().invoke(main, ["cluster", "status", "--json", "--seeds", "127.0.0.1:1",
+                                       "--timeout", "1"])
+    assert result.exit_code == 3
+    assert "no cluster status from 127.0.0.1:1" in result.output
