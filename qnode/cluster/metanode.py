@@ -1,7 +1,7 @@
 """MetadataNode: this process's member of the metadata Raft group (the asyncio shell around it).
 
 Owns: the bootstrap wait (bootstrap.py decides), the `MetadataStore` + `RaftDriver` and the
-driver task, the peer addresses learnt from SWIM (fed into the `PeerPool`), and the peer ops
+driver task, the addresses of metadata peers learnt from SWIM (fed into the `PeerPool`), and the peer ops
 served on the binary listener:
     raft          {"m": [bytes]} -> {}            inbound Raft messages (transport.decode_batch)
     meta_propose  {"cmd": bytes} -> {"index": N}  a proposal forwarded by a follower
@@ -170,13 +170,13 @@ class MetadataNode:
     # --- membership -------------------------------------------------------------------------
     def _on_member_event(self, event: Any) -> None:
         member = event.member
-        if member.meta.binary_address:
+        if member.meta.binary_address and "metadata" in member.meta.roles:
             self.pool.set_address(member.node_id, member.meta.binary_address)
         self._member_changed.set()
 
     def _learn_members(self) -> None:
         for member in self.membership.members():
-            if member.meta.binary_address:
+            if member.meta.binary_address and "metadata" in member.meta.roles:
                 self.pool.set_address(member.node_id, member.meta.binary_address)
 
     def _metadata_members(self) -> list[str]:
