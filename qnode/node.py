@@ -123,8 +123,9 @@ class Node:
                                                          backend_config)
             api = self.backend
             extra_ops = None
-            if "metadata" in roles:
-                # Queue definitions live in the Raft metadata store (docs/design/cluster.md).
+            if "metadata" in roles or self.config.seeds:
+                # Queue definitions live in the Raft metadata store (docs/design/cluster.md);
+                # a node without the metadata role reads and changes them through its seeds.
                 from qnode.cluster.runtime import ClusterRuntime
                 self.cluster = ClusterRuntime(self.config, self.backend)
                 api = self.cluster.queues

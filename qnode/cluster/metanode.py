@@ -3,9 +3,11 @@
 Owns: the bootstrap wait (bootstrap.py decides), the `MetadataStore` + `RaftDriver` and the
 driver task, the addresses of metadata peers learnt from SWIM (fed into the `PeerPool`), and the peer ops
 served on the binary listener:
-    raft          {"m": [bytes]} -> {}            inbound Raft messages (transport.decode_batch)
+    raft          {"m": [msg]}   -> {}            inbound Raft messages (transport.decode_batch)
     meta_propose  {"cmd": bytes} -> {"index": N}  a proposal forwarded by a follower
     cluster_status {}            -> this node's view (raft + members)
+    meta_submit   {"cmd": bytes} -> {"index": N}  a change from a node without the metadata role
+    meta_state    {"since": N}   -> {"index", "state"?}  the applied state, for remote caches
 `propose(cmd)` works on any member: the leader proposes, a follower forwards to the leader and
 then waits until its own state has applied the entry (read-your-writes on this node).
 
@@ -43,6 +45,7 @@ TICK_INTERVAL_MS = limits.cluster_raft_tick_interval_ms
 RAFT_CONFIG = RaftConfig(election_ticks=limits.cluster_raft_election_ticks,
                          heartbeat_ticks=limits.cluster_raft_heartbeat_ticks)
 CLUSTER_ID = 1
+STATE_CHUNK_SIZE = 512 << 10      # meta_state reply chunks: below the client's msgpack bin bound
 propose_timeout_s = limits.cluster_propose_timeout_ms / 1000
 forward_retry_s = 0.05
 
@@ -284,6 +287,7 @@ class MetadataNode:
     # --- peer ops ---------------------------------------------------------------------------
     def extra_ops(self) -> dict[str, Callable[[Mapping], Any]]:
         return {"raft": self._op_raft, "meta_propose": self._op_meta_propose,
+                "meta_submit": self._op_meta_submit, "meta_state": self._op_meta_state,
                 "cluster_status": self._op_cluster_status}
 
     async def _op_raft(self, args: Mapping) -> dict:
@@ -314,6 +318,38 @@ class MetadataNode:
         assert isinstance(result, ApplyResult), result
         result.raise_for_error()
         return {"index": result.index}
+
+    async def _op_meta_submit(self, args: Mapping) -> dict:
+        """A change from a node without the metadata role: proposed (forwarded to the leader if
+        needed) and applied here before the reply, so `meta_state` here then includes it."""
+        data = args.get("cmd")
+        if not isinstance(data, bytes):
+            raise InvalidParameter("cmd must be bytes")
+        try:
+            cmd = Command.decode(data)
+        except (ValueError, TypeError, AssertionError, msgpack.UnpackException) as exc:
+            raise InvalidParameter(f"undecodable metadata command: {type(exc).__name__}") from None
+        result = await self.propose(cmd)
+        return {"index": result.index}
+
+    async def _op_meta_state(self, args: Mapping) -> dict:
+        """This node's applied metadata state for a cache on another node: {"index": N} and,
+        when N > args["since"], {"state": [chunks of MetadataState.snapshot()]}. With
+        "barrier": true it first catches up with the leader (see barrier())."""
+        since = args.get("since", -1)
+        if type(since) is not int:
+            raise InvalidParameter("since must be an integer")
+        store = self.store
+        if store is None:
+            raise Unavailable("the metadata group has not formed yet")
+        if args.get("barrier") is True:
+            await self.barrier()
+        state = store.state
+        out: dict[str, Any] = {"index": state.applied_index}
+        if state.applied_index > since:
+            data = state.snapshot()
+            out["state"] = [data[i:i + STATE_CHUNK_SIZE] for i in range(0, len(data), STATE_CHUNK_SIZE)]
+        return out
 
     async def _op_cluster_status(self, args: Mapping) -> dict:
         return self.status()

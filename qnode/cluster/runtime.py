@@ -1,6 +1,8 @@
 """ClusterRuntime: the cluster side of one node (SWIM, peer links, metadata Raft, queue layer).
 
-Owns, for `qnode/node.py`: building and ordering the cluster components, and the start-up work
+Owns, for `qnode/node.py`: building and ordering the cluster components (on a metadata node a
+`MetadataNode`; on a frontend/backend node started with `--seeds` a `RemoteMetadata` cache of
+the same state, see remote.py), and the start-up work
 of a node with the backend role:
   1. barrier: wait until the local metadata state has caught up with the leader;
   2. upgrade: a data directory written before queue definitions moved into Raft has queues in the
@@ -26,6 +28,7 @@ from qnode.backend import attributes as qattrs
 from qnode.cluster.materialize import Materializer
 from qnode.cluster.metanode import MetadataNode
 from qnode.cluster.queues import ClusterQueues
+from qnode.cluster.remote import RemoteMetadata
 from qnode.cluster.transport import PeerPool
 from qnode.metadata import commands
 from qnode.protocol.errors import QnodeError, QueueAlreadyExists
@@ -64,8 +67,13 @@ class ClusterRuntime:
         self.backend = backend
         self.pool = PeerPool(config.node_id)
         self.membership: Any = None
-        self.meta = MetadataNode(config.node_id, self.data_dir, bootstrap_expect=config.bootstrap_expect,
-                                 has_seeds=bool(config.seeds), pool=self.pool)
+        self.is_metadata = "metadata" in config.roles
+        self.meta: Any
+        if self.is_metadata:
+            self.meta = MetadataNode(config.node_id, self.data_dir, bootstrap_expect=config.bootstrap_expect,
+                                     has_seeds=bool(config.seeds), pool=self.pool)
+        else:                                     # frontend/backend node of a cluster (--seeds)
+            self.meta = RemoteMetadata(config.node_id, pool=self.pool)
         self.materializer = Materializer(backend, self._state) if backend is not None else None
         self.queues = ClusterQueues(self.meta, backend, self.materializer, region=config.region,
                                     account_id=config.account_id)
@@ -75,7 +83,7 @@ class ClusterRuntime:
 
     @property
     def single(self) -> bool:
-        return not self.config.seeds and self.config.bootstrap_expect <= 0
+        return self.is_metadata and not self.config.seeds and self.config.bootstrap_expect <= 0
 
     def _state(self) -> Any:
         assert self.meta.store is not None

@@ -294,6 +294,49 @@ async def test_queue_definitions_reach_the_backend_of_every_member(tmp_path):
         g.close()
 
 
+async def test_a_backend_node_without_the_metadata_role_follows_the_group(group, tmp_path):
+    await wait_until(lambda: agreed_leader(group.live()), 15, "an agreed leader")
+    b1 = NodeProcess(tmp_path / "b1", "--roles", "frontend,backend", "--node-id", "b1",
+                     "--seeds", group.addr["m1"]).start()
+    try:
+        async with qnode.Client([b1.binary]) as c:
+            async def ready():
+                try:
+                    return await c.create_queue("via-b1") is not None
+                except QnodeError:
+                    return False                    # cache not filled yet / members unknown
+            await wait_until(ready, 15, "b1 to reach the metadata group")
+            q = await c.get_queue("via-b1")
+            await q.send(b"1")                     # materialized on b1 before create returned
+            assert [m.body for m in await q.receive(wait=2)] == [b"1"]
+        async with qnode.Client([group.addr["m2"]]) as m:
+            assert "via-b1" in await m.list_queues()   # the definition lives in the group
+            await m.create_queue("via-m2", visibility_timeout=21)
+        async with qnode.Client([b1.binary]) as c:
+            async def has_m2():
+                try:
+                    q = await c.get_queue("via-m2")
+                    await q.peek(1)
+                    return q
+                except QueueDoesNotExist:
+                    return False
+            q = await wait_until(has_m2, 10, "b1 to learn via-m2")
+            assert (await q.attributes("VisibilityTimeout"))["VisibilityTimeout"] == "21"
+        async with qnode.Client([group.addr["m3"]]) as m:
+            await m.delete_queue("via-b1")
+        async with qnode.Client([b1.binary]) as c:
+            async def deleted():
+                return await c.list_queues() == ["via-m2"]
+            await wait_until(deleted, 10, "b1 to drop via-b1")
+        status = await gather([b1.binary])
+        row = next(m for m in status["members"] if m["id"] == "b1")
+        assert row["roles"] == ["frontend", "backend"] and row["raft"] is None
+        assert status["leader"] in group.ids
+    finally:
+        b1.stop()
+        b1.kill()
+
+
 @pytest.mark.slow
 async def test_failover_time_over_ten_trials(group):
     created: list[str] = []

@@ -57,3 +57,21 @@ async def test_changes_follow_metadata_and_reconcile_removes_extras(tmp_path):
     finally:
         await mat.close()
         await backend.close()
+
+
+def test_changed_queues_diffs_two_states():
+    from qnode.cluster.remote import changed_queues
+
+    def state(*cmds):
+        s = MetadataState()
+        for i, cmd in enumerate(cmds, 1):
+            assert s.apply(i, cmd.encode()).ok
+        return s
+
+    old = state(commands.create_queue("a"), commands.create_queue("b"), commands.create_queue("c"))
+    new = state(commands.create_queue("a"), commands.create_queue("b"), commands.create_queue("c"),
+                commands.delete_queue("b"), commands.tag_queue("c", {"k": "v"}), commands.create_queue("d"))
+    assert changed_queues(old, new) == [("b", "delete_queue"), ("c", "set_queue_attributes"),
+                                        ("d", "create_queue")]
+    recreated = state(commands.create_queue("x"), commands.create_queue("a"))   # "a" at another index
+    assert ("a", "create_queue") in changed_queues(old, recreated)
