@@ -337,7 +337,6 @@ async def test_a_backend_node_without_the_metadata_role_follows_the_group(group,
         b1.kill()
 
 
-@pytest.mark.slow
 async def test_failover_time_over_ten_trials(group):
     created: list[str] = []
     times = []
@@ -354,7 +353,6 @@ async def test_failover_time_over_ten_trials(group):
     assert median <= 1.5
 
 
-@pytest.mark.slow
 async def test_no_leader_change_in_a_steady_minute(group):
     leader, term = await wait_until(lambda: agreed_leader(group.live()), 15, "an agreed leader")
     deadline = time.monotonic() + 60
@@ -365,5 +363,5 @@ async def test_no_leader_change_in_a_steady_minute(group):
             assert v is not None
             assert (v["raft"]["leader"], v["raft"]["term"]) == (leader, term), v["raft"]
         checks += 1
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(POLL_S)   # pacing between samples of the whole minute
     print(f"\nsteady 60 s: leader {leader} term {term} unchanged over {checks} checks")
