@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from qnode import limits
 from qnode.frontend.api import MessageAttribute
@@ -19,6 +19,7 @@ from qnode.protocol.errors import (
     InvalidAttributeValue,
     InvalidParameter,
     InvalidQueueName,
+    MissingParameter,
 )
 
 DURABILITY = "qnode:Durability"
@@ -218,3 +219,36 @@ def validate_attribute_value(name: str, attr: MessageAttribute) -> int:
         if not _NUMBER.match(digits) or sum(c.isdigit() for c in digits) > 38 + 5:
             raise InvalidParameter(f"message attribute {name!r} is not a valid Number")
     return len(data_type) + len(attr.string_value.encode())
+
+
+# --- Policy (AddPermission / RemovePermission) ------------------------------------------------
+
+def policy_with_permission(policy_json: str | None, arn: str, label: str,
+                           account_ids: Sequence[str], actions: Sequence[str]) -> str:
+    """The queue's `Policy` attribute after SQS AddPermission: one statement per label.
+
+    Raises MissingParameter when a field is empty, InvalidParameter when the label exists."""
+    if not label or not account_ids or not actions:
+        raise MissingParameter("Label, AWSAccountIds and Actions are required")
+    policy = json.loads(policy_json or "null") or {
+        "Version": "2012-10-17", "Id": f"{arn}/SQSDefaultPolicy", "Statement": []}
+    if any(s.get("Sid") == label for s in policy.get("Statement", [])):
+        raise InvalidParameter(f"permission label {label!r} already exists")
+    principals = [f"arn:aws:iam::{a}:root" for a in account_ids]
+    policy["Statement"].append({
+        "Sid": label, "Effect": "Allow",
+        "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
+        "Action": [f"SQS:{a}" for a in actions] if len(actions) > 1 else f"SQS:{actions[0]}",
+        "Resource": arn})
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def policy_without_permission(policy_json: str | None, label: str) -> str:
+    """The `Policy` attribute after SQS RemovePermission; "" when no statement is left.
+
+    Raises InvalidParameter when the label does not exist."""
+    policy = json.loads(policy_json or "null")
+    if not policy or not any(s.get("Sid") == label for s in policy.get("Statement", [])):
+        raise InvalidParameter(f"permission label {label!r} does not exist")
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != label]
+    return json.dumps(policy, separators=(",", ":")) if policy["Statement"] else ""

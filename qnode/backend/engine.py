@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
@@ -579,29 +578,15 @@ class Engine:
     def add_permission(self, name: str, label: str, account_ids: Sequence[str],
                        actions: Sequence[str], now_ms: int) -> None:
         q = self._get(name)
-        if not label or not account_ids or not actions:
-            raise MissingParameter("Label, AWSAccountIds and Actions are required")
-        policy = json.loads(q.attrs.get("Policy") or "null") or {
-            "Version": "2012-10-17", "Id": f"{q.arn}/SQSDefaultPolicy", "Statement": []}
-        if any(s.get("Sid") == label for s in policy.get("Statement", [])):
-            raise InvalidParameter(f"permission label {label!r} already exists")
-        principals = [f"arn:aws:iam::{a}:root" for a in account_ids]
-        policy["Statement"].append({
-            "Sid": label, "Effect": "Allow",
-            "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
-            "Action": [f"SQS:{a}" for a in actions] if len(actions) > 1 else f"SQS:{actions[0]}",
-            "Resource": q.arn})
-        self._set_attrs(q, {**q.attrs, "Policy": json.dumps(policy, separators=(",", ":"))}, now_ms)
+        policy = qattrs.policy_with_permission(q.attrs.get("Policy"), q.arn, label, account_ids, actions)
+        self._set_attrs(q, {**q.attrs, "Policy": policy}, now_ms)
 
     def remove_permission(self, name: str, label: str, now_ms: int) -> None:
         q = self._get(name)
-        policy = json.loads(q.attrs.get("Policy") or "null")
-        if not policy or not any(s.get("Sid") == label for s in policy.get("Statement", [])):
-            raise InvalidParameter(f"permission label {label!r} does not exist")
-        policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != label]
+        policy = qattrs.policy_without_permission(q.attrs.get("Policy"), label)
         merged = dict(q.attrs)
-        if policy["Statement"]:
-            merged["Policy"] = json.dumps(policy, separators=(",", ":"))
+        if policy:
+            merged["Policy"] = policy
         else:
             merged.pop("Policy", None)
         self._set_attrs(q, merged, now_ms)

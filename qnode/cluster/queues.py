@@ -20,7 +20,6 @@ After a successful change the call waits until the local backend has materialize
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,7 +30,7 @@ from qnode.frontend.api import Consumer, MoveTask, QueueInfo, ReceivedMessage, S
 from qnode.metadata import commands
 from qnode.metadata.state import MetadataState, QueueMeta
 from qnode.protocol.errors import (
-    InvalidParameter, MissingParameter, QnodeError, QueueAlreadyExists, QueueDoesNotExist, Unavailable,
+    InvalidParameter, QnodeError, QueueAlreadyExists, QueueDoesNotExist, Unavailable,
 )
 
 TAG_COUNT_MAX = 50
@@ -190,28 +189,14 @@ class ClusterQueues:
     async def add_permission(self, name: str, label: str, account_ids: Sequence[str],
                              actions: Sequence[str]) -> None:
         q = self._meta(name)
-        if not label or not account_ids or not actions:
-            raise MissingParameter("Label, AWSAccountIds and Actions are required")
-        policy = json.loads(clean(q.attributes).get("Policy") or "null") or {
-            "Version": "2012-10-17", "Id": f"{self.arn(name)}/SQSDefaultPolicy", "Statement": []}
-        if any(s.get("Sid") == label for s in policy.get("Statement", [])):
-            raise InvalidParameter(f"permission label {label!r} already exists")
-        principals = [f"arn:aws:iam::{a}:root" for a in account_ids]
-        policy["Statement"].append({
-            "Sid": label, "Effect": "Allow",
-            "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
-            "Action": [f"SQS:{a}" for a in actions] if len(actions) > 1 else f"SQS:{actions[0]}",
-            "Resource": self.arn(name)})
-        await self._commit(commands.set_queue_attributes(name, {"Policy": json.dumps(policy, separators=(",", ":"))}))
+        policy = qattrs.policy_with_permission(clean(q.attributes).get("Policy"), self.arn(name),
+                                               label, account_ids, actions)
+        await self._commit(commands.set_queue_attributes(name, {"Policy": policy}))
 
     async def remove_permission(self, name: str, label: str) -> None:
         q = self._meta(name)
-        policy = json.loads(clean(q.attributes).get("Policy") or "null")
-        if not policy or not any(s.get("Sid") == label for s in policy.get("Statement", [])):
-            raise InvalidParameter(f"permission label {label!r} does not exist")
-        policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != label]
-        value = json.dumps(policy, separators=(",", ":")) if policy["Statement"] else ""
-        await self._commit(commands.set_queue_attributes(name, {"Policy": value}))
+        policy = qattrs.policy_without_permission(clean(q.attributes).get("Policy"), label)
+        await self._commit(commands.set_queue_attributes(name, {"Policy": policy}))
 
     def queue_url(self, name: str) -> str:
         backend = self.backend

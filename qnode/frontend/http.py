@@ -14,7 +14,6 @@ which SDKs retry), aiohttp's header limits.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Callable, Mapping
 from aiohttp import web
 
 from qnode import limits
+from qnode.config import is_loopback
 from qnode.frontend.api import QueueApi
 from qnode.frontend.sqs.app import GatewaySettings, SqsGateway
 
@@ -67,15 +67,6 @@ class HttpConfig:
         if self.inflight_body_size_max < self.body_size_max:
             problems.append("inflight_body_size_max must be at least body_size_max")
         return problems
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpServer:
