@@ -25,15 +25,16 @@ class SwimConfig:
     # --- failure detection (SWIM §4, §4.3) ---
     probe_interval_ns: int = 1 * S
     # SWIM's protocol period T': each member probes one member per period.
-    probe_timeout_ns: int = 250 * MS
+    probe_timeout_ns: int = 200 * MS
     # Wait this long for a direct ack before asking `indirect_checks` members to probe (ping-req);
     # a relay also waits this long for the target before it answers with a nack. Many LAN round
-    # trips (RTT is ~1 ms) plus scheduling slack; memberlist uses 500 ms.
-    indirect_timeout_ns: int = 350 * MS
+    # trips (RTT is ~1 ms) plus event-loop lag slack; memberlist uses 500 ms. A node whose loop
+    # lags misses acks, and local health awareness then stretches this timeout (x2..x8).
+    indirect_timeout_ns: int = 300 * MS
     # After the ping-reqs, wait this long for a relayed ack (or the relays' nacks) before the
     # probe counts as failed: relay timeout + two hops + slack. probe + indirect timeouts must fit
-    # in the period; deciding before the period ends makes suspicion 0.4 s earlier than SWIM's
-    # end-of-period rule (memberlist waits for the end of the period).
+    # in the period; deciding after 500 ms rather than at the end of the period (SWIM's rule,
+    # and memberlist's) raises a real failure's suspicion 0.5 s earlier.
     indirect_checks: int = 3
     # SWIM's k: members asked to probe indirectly. More is more robust to a lossy link between
     # the prober and the target, at the cost of 2*k extra packets per failed direct probe.

@@ -502,7 +502,7 @@ class Swim:
         if self.live_count() - 2 < k:
             k = 0       # memberlist: too few members to ever collect k confirmations
         self._suspicions[u.node_id] = Suspicion(u.incarnation, u.source, now_ns, min_ns, max_ns, k)
-        if u.node_id not in self._probe_first:
+        if u.source != self.node_id and u.node_id not in self._probe_first:
             self._probe_first.append(u.node_id)
         self._emit(MemberSuspect(record.snapshot()))
         self._broadcast(u)
@@ -591,7 +591,7 @@ class Swim:
                       record.meta, self.node_id)
 
     def _next_probe_target(self) -> str | None:
-        # Suspect-first probing: a member suspected (by anyone, us included) is probed next, so
+        # Suspect-first probing: a member suspected by someone else is probed by us next, so
         # that a real failure collects Lifeguard's independent confirmations within about one
         # period (the suspicion timeout then drops to its minimum), while a live suspect just
         # answers. It displaces one round-robin probe per suspicion, so every member is still
