@@ -436,6 +436,15 @@ class Consumption:
             await asyncio.wait(list(self._tasks), timeout=1.0)
 
 
+class _ReplyTimeout(Exception):
+    """Set on a reply future whose call's deadline passed (turned into RequestTimeout)."""
+
+
+def _expire_reply(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(_ReplyTimeout())
+
+
 def _consume_result(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -472,6 +481,10 @@ class Client:
         self._connect_lock: asyncio.Lock | None = None
         self._closed = False
         self.server_info: dict = {}
+        # Request ids: a random 64-bit prefix per client plus a counter (unique without a
+        # uuid4 and its getrandom syscall per call; not from `rng`, which tests may seed alike).
+        self._rid_prefix = uuid.uuid4().hex[:16] + "-"
+        self._rid_seq = 0
 
     async def __aenter__(self) -> "Client":
         return self
@@ -587,7 +600,10 @@ class Client:
             # A long poll: never time it out before its wait plus a margin.
             timeout_s = max(timeout_s, limits.client_long_poll_margin_ms / 1000) + extra_s
         deadline = loop.time() + timeout_s
-        rid = uuid.uuid4().hex if op in MUTATING_OPS else None
+        rid = None
+        if op in MUTATING_OPS:
+            self._rid_seq += 1
+            rid = f"{self._rid_prefix}{self._rid_seq:x}"
         attempt = 0
         while True:
             attempt += 1
@@ -598,12 +614,17 @@ class Client:
                     conn = await self._connection(deadline)
                 fut = None
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        if not conn.writable:
+                    if not conn.writable:
+                        async with asyncio.timeout_at(deadline):
                             await conn.wait_writable()
-                        fut = conn.request(op, args, rid, push_capacity=push_capacity)
+                    fut = conn.request(op, args, rid, push_capacity=push_capacity)
+                    # A timer on the reply future (cheaper per call than asyncio.timeout_at).
+                    timer = loop.call_at(deadline, _expire_reply, fut)
+                    try:
                         return conn, await fut
-                except TimeoutError:
+                    finally:
+                        timer.cancel()
+                except (TimeoutError, _ReplyTimeout):
                     if fut is not None:
                         conn.forget(fut)
                     raise RequestTimeout(f"{op} got no reply within {timeout_s:.3g} s") from None

@@ -8,7 +8,10 @@ Invariants and bounds:
 - At most `inflight_requests_per_connection_max` request tasks; at that count the shell stops
   taking frames out of the decoder and calls `pause_reading()`, and resumes below the low mark.
   The decoder therefore holds at most one read chunk plus one partial frame.
-- Replies are appended to `_out` and written with one `writelines()` per loop iteration. While
+- A reply is written to the transport at once when nothing is queued in `_out` (the transport
+  sends it or buffers it itself; waiting for a later loop iteration only added latency). While
+  the transport is paused, replies are appended to `_out` and written with one `writelines()`
+  per loop iteration once it resumes. While
   the transport is paused (`pause_writing`), reading is paused too; if `_out` plus the
   transport's buffer exceed `outbound_pending_size_max`, the peer is a slow consumer: the
   connection is aborted and `stats.slow_consumers_closed` counts it (logged once per server).
@@ -262,10 +265,15 @@ class ServerConnection(asyncio.Protocol):
         self._enqueue(data)
 
     def _enqueue(self, data: bytes) -> None:
-        self._out.append(data)
-        self._out_size += len(data)
         transport = self._transport
         assert transport is not None
+        if not self._out and not self._writing_paused:
+            transport.write(data)
+            if transport.get_write_buffer_size() > self._outbound_max:
+                self._close_slow_consumer()
+            return
+        self._out.append(data)
+        self._out_size += len(data)
         if self._out_size + transport.get_write_buffer_size() > self._outbound_max:
             self._close_slow_consumer()
             return

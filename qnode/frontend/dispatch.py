@@ -44,10 +44,21 @@ class Session(Protocol):
 
 
 # --- argument helpers (raise typed errors) -----------------------------------------------------
+_VALID_NAMES: dict[str, None] = {}     # names validate_queue_name accepted (a per-request regex
+_VALID_NAMES_COUNT_MAX = 4096          # match otherwise); cleared when full, so bounded
+
+
 def _queue(args: Mapping, key: str = "queue") -> str:
     if key not in args:
         raise MissingParameter(f"{key} is required")
-    return validate_queue_name(args[key])
+    name = args[key]
+    if type(name) is str and name in _VALID_NAMES:
+        return name
+    name = validate_queue_name(name)
+    if len(_VALID_NAMES) >= _VALID_NAMES_COUNT_MAX:
+        _VALID_NAMES.clear()
+    _VALID_NAMES[name] = None
+    return name
 
 
 def _int(args: Mapping, key: str, lo: int, hi: int, default: Any = None, required: bool = False) -> Any:
