@@ -16,7 +16,9 @@ import asyncio
 import bisect
 import inspect
 import time
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+
+import msgpack
 
 from qnode import limits
 from qnode.frontend.api import Consumer, QueueApi
@@ -39,7 +41,7 @@ class Session(Protocol):
     """What the dispatcher needs from a connection for push consumers."""
 
     def attach_consumer(self, consumer: Consumer) -> int: ...
-    def settle(self, sid: int, count: int) -> bool: ...
+    def settle(self, sid: int, count: int, receipts: Sequence[str] = ()) -> bool: ...
     async def detach_consumer(self, sid: int) -> None: ...
 
 
@@ -169,6 +171,7 @@ class Dispatcher:
                  extra_ops: Mapping[str, Callable[[Mapping], Awaitable[Any]]] | None = None) -> None:
         self._api = api
         self._cache = request_cache
+        self._packer = msgpack.Packer(use_bin_type=True, datetime=False)   # results remembered
         self._status = status
         self._clock_ms = clock_ms or (lambda: time.monotonic_ns() // 1_000_000)
         self._prefetch_max = prefetch_max
@@ -194,11 +197,14 @@ class Dispatcher:
         return await self._dispatch_once(req, handler, session)
 
     async def _dispatch_once(self, req: Request, handler, session: Session) -> Any:
-        key = (req.op, req.rid)
+        key = f"{req.op}\x00{req.rid}"
         now_ms = self._clock_ms()
         first = self._cache.get(key, now_ms)
         if first is not None:
-            # A retry: wait for (or take) the first attempt's result. shield: a cancelled
+            if type(first) is bytes:
+                # The first attempt finished: its result, as remembered (see below).
+                return msgpack.unpackb(first, raw=False, strict_map_key=False)
+            # A retry while the first attempt runs: wait for its result. shield: a cancelled
             # retry must not cancel the first attempt.
             return await asyncio.shield(first)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -216,6 +222,15 @@ class Dispatcher:
             fut.cancel()
             raise
         fut.set_result(result)
+        # Once done, remember the result packed (~430 bytes per entry instead of ~1 KiB for a
+        # future holding the wire dicts: 100,000 remembered ids weighed ~100 MB of RSS). A wire
+        # result is msgpack data by construction, so a retry gets an equal value back.
+        try:
+            packed = self._packer.pack(result)
+        except (TypeError, ValueError, OverflowError):
+            self._packer.reset()
+            return result         # not msgpack data (then the reply fails too): keep the future
+        self._cache.replace(key, fut, packed, self._clock_ms())
         return result
 
     # --- queues ---------------------------------------------------------------------------
@@ -284,7 +299,7 @@ class Dispatcher:
             results = await self._api.delete_messages(queue, receipts)
         finally:
             if sid is not None:
-                s.settle(sid, len(receipts))
+                s.settle(sid, len(receipts), receipts)
         return {"results": [payloads.outcome_to_wire(r) for r in results]}
 
     async def _op_change_visibility(self, args: Mapping, s: Session) -> Any:
@@ -310,7 +325,7 @@ class Dispatcher:
                                  _str(args, "reason", required=False))
         finally:
             if sid is not None:
-                s.settle(sid, 1)
+                s.settle(sid, 1, [receipt])
         return {}
 
     async def _op_peek(self, args: Mapping, s: Session) -> Any:

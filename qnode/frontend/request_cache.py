@@ -50,6 +50,14 @@ class RequestCache:
         self._entries[key] = (now_ms + self._ttl_ms, value)
         assert len(self._entries) <= self._count_max
 
+    def replace(self, key: Hashable, old: Any, new: Any, now_ms: int) -> bool:
+        """Store `new` under `key` (TTL restarted) if `old` is still the value there."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] is not old:
+            return False
+        self.put(key, new, now_ms)
+        return True
+
     def remove(self, key: Hashable) -> None:
         self._entries.pop(key, None)
 

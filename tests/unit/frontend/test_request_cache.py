@@ -52,3 +52,15 @@ def test_expiry_is_in_insertion_order_and_partial():
     assert len(c) == 10       # each put expired the keys with i + 10 <= now: 10..19 remain
     assert c.get(19, now_ms=25) == 19
     assert len(c) == 4        # keys up to 15 expired (expires_at <= 25)
+
+
+def test_replace_only_swaps_the_value_it_expects() -> None:
+    c = RequestCache(count_max=10, ttl_ms=100)
+    first, other = object(), object()
+    c.put("k", first, 0)
+    assert not c.replace("k", other, b"packed", 10)
+    assert c.get("k", 10) is first
+    assert c.replace("k", first, b"packed", 50)
+    assert c.get("k", 120) == b"packed"        # TTL restarted at 50
+    assert c.get("k", 150) is None
+    assert not c.replace("missing", first, b"x", 150)
