@@ -325,13 +325,29 @@ class BackendService:
         self._futures[wid] = fut
         try:
             delivery, lsn = await fut
-        finally:
-            if not fut.done():
-                self._futures.pop(wid, None)
+        except asyncio.CancelledError:
+            # The caller went away (client disconnected, server stopping). Cancelling the task
+            # cancels `fut` too, so "done" does not mean "delivered": leave the queue's waiters,
+            # and if a delivery did land first, hand its messages back at once rather than hide
+            # them for a visibility timeout inside a poll nobody will answer.
+            self._futures.pop(wid, None)
+            if fut.done() and not fut.cancelled():
+                self._return_unanswered(name, fut.result()[0].messages)
+            else:
                 self._engine.cancel_waiter(wid)
+            raise
         if lsn:
             await self._wal.sync(lsn)
         return list(delivery.messages)
+
+    def _return_unanswered(self, name: str, messages: Sequence[ReceivedMessage]) -> None:
+        items = [(m.receipt, 0) for m in messages if m.receipt]
+        if items and not self._closing:
+            try:
+                self._op(self._engine.change_visibility, name, items, self._now())
+            except QnodeError as err:   # e.g. the queue was deleted meanwhile: nothing to return
+                log.info("backend: could not return an unanswered delivery",
+                         extra={"queue": name, "code": err.code.name})
 
     async def delete_messages(self, name: str, receipts: Sequence[str]) -> list[None | QnodeError]:
         results, sync = self._op(self._engine.delete, name, receipts, self._now())
@@ -475,7 +491,7 @@ class PushConsumer:
         self._visibility_ms = visibility_timeout_ms
         self._credits = prefetch
         self._buffer: list[ReceivedMessage] = []
-        self._unsettled: list[str] = []          # receipts in delivery order, <= prefetch
+        self._unsettled: dict[str, None] = {}    # receipts in delivery order (dict keeps order), <= prefetch
         self._credit_event = asyncio.Event()
         self._poll: asyncio.Future | None = None
         self._closed = False
@@ -510,12 +526,22 @@ class PushConsumer:
                 await self._return(m.receipt for m in msgs)
                 raise ShuttingDown("the consumer is closed")
             self._credits -= len(msgs)
-            self._unsettled.extend(m.receipt for m in msgs if m.receipt)
+            self._unsettled.update((m.receipt, None) for m in msgs if m.receipt)
             self._buffer.extend(msgs)
 
-    def settle(self, count: int = 1) -> None:
-        count = max(0, min(count, len(self._unsettled)))
-        del self._unsettled[:count]
+    def settle(self, count: int = 1, receipts: Sequence[str] = ()) -> None:
+        """Settle by receipt when the client names them (acks can come in any order); a bare
+        count (the `credit` op) settles the oldest deliveries."""
+        if receipts:
+            count = 0
+            for receipt in receipts:
+                if receipt in self._unsettled:
+                    del self._unsettled[receipt]
+                    count += 1
+        else:
+            count = max(0, min(count, len(self._unsettled)))
+            for receipt in list(self._unsettled)[:count]:
+                del self._unsettled[receipt]
         self._credits = min(self._prefetch, self._credits + count)
         self._credit_event.set()
 
@@ -526,7 +552,7 @@ class PushConsumer:
         self._credit_event.set()
         if self._poll is not None and not self._poll.done():
             self._poll.cancel()
-        receipts, self._unsettled = self._unsettled, []
+        receipts, self._unsettled = list(self._unsettled), {}
         self._buffer.clear()
         await self._return(receipts)
         self._svc._consumers.discard(self)

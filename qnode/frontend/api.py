@@ -96,8 +96,10 @@ class Consumer(Protocol):
     async def next(self) -> ReceivedMessage:
         """Wait for the next pushed message. Raises ShuttingDown when the node stops."""
 
-    def settle(self, count: int = 1) -> None:
-        """Give back `count` credits (the client acked or nacked that many messages)."""
+    def settle(self, count: int = 1, receipts: Sequence[str] = ()) -> None:
+        """Give back credits: the client acked or nacked the messages with these `receipts`
+        (or, without receipts, `count` messages). Settled messages no longer return to the
+        queue when the subscription closes."""
 
     async def close(self) -> None:
         """End the subscription; every unacked message returns to the queue at once."""

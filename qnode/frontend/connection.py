@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from qnode.frontend.api import Consumer
 from qnode.protocol import payloads
@@ -129,7 +129,15 @@ class ServerConnection(asyncio.Protocol):
         except LocalProtocolError:
             return False
         self._process()
-        # Keep the transport half-open until the in-flight replies are written.
+        # The peer can send nothing more, so it can never ack what a parked receive or a push
+        # subscription would hand it: cancel those now (the waiter leaves the queue, unacked
+        # pushed messages return at once) instead of letting them swallow the next messages.
+        for task in list(self._receive_tasks):
+            task.cancel()
+        for sub in list(self._subs.values()):
+            self._end_subscription(sub)
+        self._subs.clear()
+        # Keep the transport half-open until the other in-flight replies are written.
         return not self._closed
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -346,12 +354,13 @@ class ServerConnection(asyncio.Protocol):
         self._subs[sid] = sub
         return sid
 
-    def settle(self, sid: int, count: int) -> bool:
-        """Give `count` credits back to subscription `sid`; False if it is not on this connection."""
+    def settle(self, sid: int, count: int, receipts: Sequence[str] = ()) -> bool:
+        """Settle `receipts` (or `count` deliveries) of subscription `sid`, giving credits back;
+        False if it is not on this connection."""
         sub = self._subs.get(sid)
         if sub is None:
             return False
-        sub.consumer.settle(count)
+        sub.consumer.settle(count, receipts)
         return True
 
     async def detach_consumer(self, sid: int) -> None:

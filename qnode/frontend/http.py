@@ -128,7 +128,9 @@ class HttpServer:
             else:
                 log.warning("SQS API accepts unsigned requests (no credentials configured; "
                             "loopback only)", extra={"host": host, "port": port})
-        runner = web.AppRunner(self._app(), access_log=None,
+        # handler_cancellation: a client that disconnects cancels its handler, so an abandoned
+        # long poll leaves the queue's waiters instead of taking (and hiding) the next message.
+        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True,
                                shutdown_timeout=self._config.shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)

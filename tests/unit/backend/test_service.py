@@ -231,3 +231,22 @@ async def test_refused_append_fails_the_send_and_leaves_no_message(tmp_path: Pat
         svc.check_invariants()
     finally:
         await svc.close()
+
+
+async def test_push_consumer_settles_by_receipt_and_close_returns_only_unacked(tmp_path: Path) -> None:
+    """Acks may come in any order: settling the 2nd of 3 deliveries must leave the 1st and the
+    3rd to be returned when the subscription closes (a bare count would settle the oldest)."""
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q", {"VisibilityTimeout": "600"})
+        await svc.send_messages("q", [SendEntry(b"%d" % i, entry_id=str(i)) for i in range(3)])
+        consumer = await svc.open_consumer("q", prefetch=3)
+        async with asyncio.timeout(5):
+            got = [await consumer.next() for _ in range(3)]
+        await svc.delete_messages("q", [got[1].receipt])
+        consumer.settle(1, [got[1].receipt])
+        await consumer.close()
+        back = await svc.receive_messages("q", max_count=10, wait_ms=0)
+        assert sorted(m.body for m in back) == sorted([got[0].body, got[2].body])
+    finally:
+        await svc.close()

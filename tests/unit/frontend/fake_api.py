@@ -67,7 +67,7 @@ class FakeConsumer:
                 for w in waits:
                     w.cancel()
 
-    def settle(self, count: int = 1) -> None:
+    def settle(self, count: int = 1, receipts=()) -> None:
         self.settled += count
         self.credits += count
         self._credit_event.set()

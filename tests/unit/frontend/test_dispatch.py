@@ -30,7 +30,7 @@ class RecordingSession:
         self.consumers[sid] = consumer
         return sid
 
-    def settle(self, sid: int, count: int) -> bool:
+    def settle(self, sid: int, count: int, receipts=()) -> bool:
         if sid not in self.consumers:
             return False
         self.settled.append((sid, count))
