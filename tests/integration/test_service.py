@@ -159,3 +159,28 @@ def test_cli_reports_an_unreachable_node_in_one_line(tmp_path):
     assert result.returncode == 3
     assert "no qnode node answered at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_wal_verify_checks_a_node_data_dir_and_repair_refuses_while_it_runs(node):
+    asyncio.run(_create(node.binary, "verified"))
+    running = subprocess.run([sys.executable, "-m", "qnode.cli", "wal", "verify", "--repair",
+                              str(node.data_dir)], capture_output=True, text=True, timeout=60)
+    assert running.returncode == 2
+    assert "running qnode process" in running.stderr
+    node.stop()
+    result = subprocess.run([sys.executable, "-m", "qnode.cli", "wal", "verify",
+                             str(node.data_dir)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"== {node.data_dir}/queues" in result.stdout
+    assert "result: ok" in result.stdout
+    empty = node.data_dir.parent / "empty"
+    empty.mkdir()
+    nothing = subprocess.run([sys.executable, "-m", "qnode.cli", "wal", "verify", str(empty)],
+                             capture_output=True, text=True, timeout=60)
+    assert nothing.returncode == 2
+    assert "no WAL segments" in nothing.stderr
+
+
+async def _create(address: str, name: str) -> None:
+    async with qnode.Client([address]) as c:
+        await (await c.create_queue(name)).send(b"x")
