@@ -684,8 +684,10 @@ class Engine:
             return now_ms + q.delay_ms
         if q.fifo:
             raise InvalidParameter("per-message DelaySeconds is not supported on FIFO queues")
-        if not isinstance(e.delay_ms, int) or not 0 <= e.delay_ms <= limits.delay_ms_max:
-            raise InvalidParameter("DelaySeconds must be 0..900")
+        # SQS caps DelaySeconds at 900 (the SQS gateway enforces that); the native protocol
+        # allows delays up to the queue's retention period (issue #4), like deliver_at.
+        if not isinstance(e.delay_ms, int) or not 0 <= e.delay_ms <= q.retention_ms:
+            raise InvalidParameter("the delay must be between 0 and the retention period")
         return now_ms + e.delay_ms
 
     def _fifo_keys(self, q: Queue, e: SendEntry, body: bytes) -> tuple[str | None, str | None, str | None]:

@@ -321,7 +321,7 @@ class Dispatcher:
         receipt = _receipt(args.get("receipt"))
         sid = _int(args, "subscription", 0, 2**63 - 1)
         try:
-            await self._api.nack(queue, receipt, _int(args, "delay_ms", 0, limits.delay_ms_max),
+            await self._api.nack(queue, receipt, _int(args, "delay_ms", 0, limits.visibility_timeout_ms_max),
                                  _str(args, "reason", required=False))
         finally:
             if sid is not None:

@@ -113,7 +113,7 @@ def send_entry_from_wire(d: Any) -> SendEntry:
         raise InvalidParameter("body must be bytes")
     return SendEntry(
         body=body,
-        delay_ms=_opt_int(d, "delay_ms", 0, limits.delay_ms_max),
+        delay_ms=_opt_int(d, "delay_ms", 0, limits.retention_ms_max),   # native: up to retention
         attributes=attributes_from_wire(d.get("attributes")),
         group_id=_opt_str(d, "group_id", 128),
         dedup_id=_opt_str(d, "dedup_id", 128),

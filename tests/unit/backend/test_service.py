@@ -250,3 +250,24 @@ async def test_push_consumer_settles_by_receipt_and_close_returns_only_unacked(t
         assert sorted(m.body for m in back) == sorted([got[0].body, got[2].body])
     finally:
         await svc.close()
+
+
+async def test_native_delays_reach_the_retention_period_and_nack_delays_twelve_hours(tmp_path: Path) -> None:
+    """Issue #4: delays beyond SQS's 900 s up to the retention period (the SQS gateway still
+    caps DelaySeconds at 900); a nack may hide a message as long as a visibility timeout."""
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q", {"MessageRetentionPeriod": "7200"})
+        ok = await svc.send_messages("q", [SendEntry(b"later", delay_ms=3_600_000)])
+        assert ok[0].message_id
+        too_long = await svc.send_messages("q", [SendEntry(b"never", delay_ms=7_300_000)])
+        assert too_long[0].code.name == "INVALID_PARAMETER"
+        attrs = await svc.get_queue_attributes("q")
+        assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
+        assert attrs["ApproximateNumberOfMessages"] == "0"
+        await svc.send_messages("q", [SendEntry(b"now", delay_ms=0)])
+        [msg] = await svc.receive_messages("q", max_count=1, wait_ms=0)
+        await svc.nack("q", msg.receipt, 12 * 3600_000, "later please")
+        assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessagesNotVisible"] == "1"
+    finally:
+        await svc.close()
