@@ -19,9 +19,13 @@ test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m pytest -q
 
+# The benchmark scripts print their figures (medians); see docs/benchmarks.md for the last run.
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/python -m pytest benchmarks -q --benchmark-only
+	$(BIN)/python benchmarks/bench_wal.py
+	$(BIN)/python -m benchmarks.bench_engine
+	$(BIN)/python benchmarks/bench_consumption.py
+	$(BIN)/qnode bench
 
 clean:
 	rm -rf $(VENV) qnode-data
