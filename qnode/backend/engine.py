@@ -85,7 +85,7 @@ class EngineConfig:
     sweep_interval_ms: int = 1000          # retention / dedup-window sweep period
     tick_work_max: int = 100_000           # timer entries handled per tick (bounded loop)
     peek_scan_max: int = 10_000            # messages looked at by one peek / move step
-    timers_compact_min: int = 65_536       # timer heap size below which stale entries stay
+    timers_compact_min: int = 16_384       # timer heap size below which stale entries stay
 
     def arn(self, name: str) -> str:
         return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
@@ -859,6 +859,9 @@ class Engine:
                 continue
             if m is not None and m.receive_count == count and m.state in (READY, INFLIGHT):
                 self._drop(q, m)
+                # Deleted for good: nothing reads the body again, but stale timer-heap entries
+                # keep `m` until compaction (up to timers_compact_min of them): not its body.
+                m.body = b""
                 seqs.append(m.seq)
             results.append(None)
         if seqs and q.durability != "memory":
