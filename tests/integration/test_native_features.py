@@ -314,16 +314,16 @@ async def test_deliver_at_and_cancel_scheduled(node):
         assert await counts(q) == (0, 0, 1)
         assert await q.peek(10) == []
 
-        # A per-message `delay` above 900 s: docs/sqs.md and docs/protocol.md give DelaySeconds
-        # 0..900, and `deliver_at` is the documented way past it. Accept either the documented
-        # refusal or (if the limit was lifted) a delayed message.
-        try:
-            big = await q.send(b"x", delay=1000)
-        except InvalidParameter:
-            assert await counts(q) == (0, 0, 1)
-        else:
-            assert await counts(q) == (0, 0, 2)
-            await q.cancel_scheduled(big.id)
+        # README: natively, delays go up to the retention period (`delay=` beyond 900 s too);
+        # beyond the retention period they are refused.
+        big = await q.send(b"x", delay=1000)
+        assert await counts(q) == (0, 0, 2)
+        with pytest.raises(InvalidParameter):
+            await q.send(b"too far", delay=5 * 24 * 3600)       # default retention: 4 days
+        with pytest.raises(InvalidParameter):
+            await q.send(b"too far", deliver_at=time.time() + 5 * 24 * 3600)
+        assert await counts(q) == (0, 0, 2)
+        await q.cancel_scheduled(big.id)
         await q.cancel_scheduled(far2.id)
         assert await counts(q) == (0, 0, 0)
 
