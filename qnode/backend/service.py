@@ -85,6 +85,7 @@ class BackendService:
         self._clock = clock
         self._loop = asyncio.get_running_loop()
         self._futures: dict[int, asyncio.Future] = {}
+        self._waiter_queues: dict[int, str] = {}     # waiter id -> queue name, while parked
         self._timer: asyncio.TimerHandle | None = None
         self._timer_ms: int | None = None
         self._closing = False
@@ -152,6 +153,7 @@ class BackendService:
             if not fut.done():
                 fut.set_result((Delivery(wid, (), False), 0))
         self._futures.clear()
+        self._waiter_queues.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -201,8 +203,13 @@ class BackendService:
         lsn = self._wal.last_lsn
         for d in self._engine.take_deliveries():
             fut = self._futures.pop(d.waiter_id, None)
+            name = self._waiter_queues.pop(d.waiter_id, None)
             if fut is not None and not fut.done():
                 fut.set_result((d, lsn if d.sync else 0))
+            elif d.messages and name is not None:
+                # Its receive was cancelled (caller gone) before the engine saw the cancel: hand
+                # the messages back at once, outside this flush, instead of hiding them.
+                self._loop.call_soon(self._return_unanswered, name, d.messages)
 
     def _arm_timer(self) -> None:
         due = self._engine.next_deadline_ms()
@@ -323,6 +330,7 @@ class BackendService:
         wid = outcome.waiter_id
         fut = self._loop.create_future()
         self._futures[wid] = fut
+        self._waiter_queues[wid] = name
         try:
             delivery, lsn = await fut
         except asyncio.CancelledError:
@@ -331,6 +339,7 @@ class BackendService:
             # and if a delivery did land first, hand its messages back at once rather than hide
             # them for a visibility timeout inside a poll nobody will answer.
             self._futures.pop(wid, None)
+            self._waiter_queues.pop(wid, None)
             if fut.done() and not fut.cancelled():
                 self._return_unanswered(name, fut.result()[0].messages)
             else:
