@@ -4,6 +4,9 @@ Deliberately naive (dicts and linear scans, no indexes): a message is visible if
 deleted, not expired (sent + retention > now) and visible_at <= now. FIFO adds: messages of a
 group are delivered in send order, and a group with a message in flight delivers nothing.
 Dedup: a key seen within the window returns the original id. Times are virtual epoch ms.
+Nack: like ChangeMessageVisibility (only the latest receipt of an in-flight message), plus an
+optional failure reason that sticks to the message; with no delay the redelivery backoff (by
+receive count, last step repeats) decides.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class ModelMessage:
     group_id: str | None = None
     receive_count: int = 0
     order: int = 0
+    reason: str | None = None
 
 
 @dataclass
@@ -81,6 +85,21 @@ class ModelQueue:
         if m.visible_at_ms <= now_ms:
             return "not_inflight"
         m.visible_at_ms = now_ms + visibility_ms
+        return "ok"
+
+    def nack(self, message_id: str, receive_count: int, delay_ms: int | None, reason: str | None,
+             now_ms: int, backoff_ms: tuple[int, ...] = ()) -> str:
+        """-> "ok" | "invalid" (gone or stale handle) | "not_inflight". `delay_ms=None`: backoff."""
+        m = self.messages.get(message_id)
+        if m is None or m.receive_count != receive_count:
+            return "invalid"
+        if m.visible_at_ms <= now_ms:
+            return "not_inflight"
+        if delay_ms is None:
+            delay_ms = backoff_ms[min(m.receive_count, len(backoff_ms)) - 1] if backoff_ms else 0
+        if reason is not None:
+            m.reason = reason[:1024]
+        m.visible_at_ms = now_ms + delay_ms
         return "ok"
 
     # --- FIFO ------------------------------------------------------------------------------
