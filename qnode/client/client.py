@@ -82,26 +82,28 @@ class Message:
             raise InvalidParameter("this message has no receipt (peeked messages cannot be settled)")
         return self.queue
 
-    async def delete(self) -> None:
+    async def delete(self, *, timeout: float | None = None) -> None:
         """Ack: delete the message from its queue."""
         q = self._require()
         args: dict[str, Any] = {"queue": q.name, "receipts": [self.receipt]}
         self._attach_subscription(args)
-        result = await q.client._call("delete", args)
+        result = await q.client._call("delete", args, timeout=timeout)
         self._settled = True
         err = payloads.outcome_from_wire(result["results"][0])
         if err is not None:
             raise err
 
-    async def change_visibility(self, visibility_timeout: float) -> None:
+    async def change_visibility(self, visibility_timeout: float, *, timeout: float | None = None) -> None:
         q = self._require()
         ms = values.seconds_to_ms(visibility_timeout, "visibility_timeout")
-        result = await q.client._call("change_visibility", {"queue": q.name, "items": [[self.receipt, ms]]})
+        result = await q.client._call("change_visibility", {"queue": q.name, "items": [[self.receipt, ms]]},
+                                      timeout=timeout)
         err = payloads.outcome_from_wire(result["results"][0])
         if err is not None:
             raise err
 
-    async def nack(self, delay: float | None = None, reason: str | None = None) -> None:
+    async def nack(self, delay: float | None = None, reason: str | None = None, *,
+                   timeout: float | None = None) -> None:
         """Give the message back now, or after `delay` seconds (None: the queue's backoff)."""
         q = self._require()
         args: dict[str, Any] = {"queue": q.name, "receipt": self.receipt}
@@ -110,7 +112,7 @@ class Message:
         if reason is not None:
             args["reason"] = reason
         self._attach_subscription(args)
-        await q.client._call("nack", args)
+        await q.client._call("nack", args, timeout=timeout)
         self._settled = True
 
     def _attach_subscription(self, args: dict) -> None:
@@ -176,8 +178,10 @@ class Queue:
 
     async def send(self, body: bytes | str, *, delay: float | None = None,
                    attributes: Mapping[str, Any] | None = None, group_id: str | None = None,
-                   dedup_id: str | None = None, deliver_at: Any = None) -> Sent:
-        """Send one message; returns `Sent` (`.id`). `delay=None` uses the queue's DelaySeconds."""
+                   dedup_id: str | None = None, deliver_at: Any = None,
+                   timeout: float | None = None) -> Sent:
+        """Send one message; returns `Sent` (`.id`). `delay=None` uses the queue's DelaySeconds.
+        `timeout` (seconds) bounds this call, retries included (default: the client's)."""
         if (delay is None and attributes is None and group_id is None and dedup_id is None
                 and deliver_at is None and type(body) is bytes):
             # The common case without options: the entry `_entry` would build, built directly.
@@ -189,13 +193,13 @@ class Queue:
             entry = self._entry({"body": body, "delay": delay, "attributes": attributes,
                                  "group_id": group_id, "dedup_id": dedup_id,
                                  "deliver_at": deliver_at}, 0)
-        result = await self.client._call("send", {"queue": self.name, "entries": [entry]})
+        result = await self.client._call("send", {"queue": self.name, "entries": [entry]}, timeout=timeout)
         r = _sent(payloads.send_result_from_wire(result["results"][0]))
         if isinstance(r, QnodeError):
             raise r
         return r
 
-    async def send_batch(self, items: Iterable[Any]) -> list[Sent | QnodeError]:
+    async def send_batch(self, items: Iterable[Any], *, timeout: float | None = None) -> list[Sent | QnodeError]:
         """Send many messages (bytes/str, or dicts with body/delay/attributes/group_id/
         dedup_id/deliver_at/id), 10 per request. A failed entry is a QnodeError in its slot."""
         entries = [self._entry(item, i) for i, item in enumerate(items)]
@@ -205,14 +209,14 @@ class Queue:
         step = limits.batch_entries_count_max
         for start in range(0, len(entries), step):
             chunk = entries[start:start + step]
-            result = await self.client._call("send", {"queue": self.name, "entries": chunk})
+            result = await self.client._call("send", {"queue": self.name, "entries": chunk}, timeout=timeout)
             out.extend(_sent(payloads.send_result_from_wire(r)) for r in result["results"])
         return out
 
     # --- receive ---------------------------------------------------------------------------
     async def receive(self, max_messages: int = 10, wait: float | None = 20,
                       visibility_timeout: float | None = None, delete: bool = False,
-                      attempt_id: str | None = None) -> list[Message]:
+                      attempt_id: str | None = None, timeout: float | None = None) -> list[Message]:
         """Long poll up to `wait` seconds (None: the queue's ReceiveMessageWaitTimeSeconds).
         `delete=True` is at-most-once: the messages are deleted by the receive itself."""
         args: dict[str, Any] = {"queue": self.name, "max_count": max_messages, "delete": delete}
@@ -225,21 +229,22 @@ class Queue:
         if attempt_id is not None:
             args["attempt_id"] = attempt_id
         extra_s = (wait_ms if wait_ms is not None else limits.wait_ms_max) / 1000
-        result = await self.client._call("receive", args, extra_s=extra_s)
+        result = await self.client._call("receive", args, extra_s=extra_s, timeout=timeout)
         return [_message(d, self) for d in result["messages"]]
 
-    async def peek(self, n: int = 10) -> list[Message]:
-        result = await self.client._call("peek", {"queue": self.name, "max_count": n})
+    async def peek(self, n: int = 10, *, timeout: float | None = None) -> list[Message]:
+        result = await self.client._call("peek", {"queue": self.name, "max_count": n}, timeout=timeout)
         return [_message(d, None) for d in result["messages"]]
 
-    async def delete_batch(self, msgs: Sequence[Message | str]) -> list[QnodeError | None]:
+    async def delete_batch(self, msgs: Sequence[Message | str], *,
+                           timeout: float | None = None) -> list[QnodeError | None]:
         """Delete many (messages or receipts), 10 per request; None in a slot means deleted."""
         receipts = [m if isinstance(m, str) else m.receipt for m in msgs]
         out: list[QnodeError | None] = []
         step = limits.batch_entries_count_max
         for start in range(0, len(receipts), step):
             result = await self.client._call(
-                "delete", {"queue": self.name, "receipts": receipts[start:start + step]})
+                "delete", {"queue": self.name, "receipts": receipts[start:start + step]}, timeout=timeout)
             out.extend(payloads.outcome_from_wire(r) for r in result["results"])
         for m in msgs:
             if isinstance(m, Message):
@@ -250,14 +255,16 @@ class Queue:
         return out
 
     async def change_visibility_batch(self, msgs: Sequence[Message | str],
-                                      visibility_timeout: float) -> list[QnodeError | None]:
+                                      visibility_timeout: float, *,
+                                      timeout: float | None = None) -> list[QnodeError | None]:
         ms = values.seconds_to_ms(visibility_timeout, "visibility_timeout")
         receipts = [m if isinstance(m, str) else m.receipt for m in msgs]
         out: list[QnodeError | None] = []
         step = limits.batch_entries_count_max
         for start in range(0, len(receipts), step):
             items = [[r, ms] for r in receipts[start:start + step]]
-            result = await self.client._call("change_visibility", {"queue": self.name, "items": items})
+            result = await self.client._call("change_visibility", {"queue": self.name, "items": items},
+                                             timeout=timeout)
             out.extend(payloads.outcome_from_wire(r) for r in result["results"])
         return out
 

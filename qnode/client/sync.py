@@ -126,6 +126,9 @@ class SyncQueue:
     def tags(self) -> dict[str, str]:
         return self._lt.run(self._q.tags())
 
+    def dead_letter_source_queues(self) -> list[str]:
+        return self._lt.run(self._q.dead_letter_source_queues())
+
     def delete_queue(self) -> None:
         self._lt.run(self._q.delete_queue())
 

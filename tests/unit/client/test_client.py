@@ -287,3 +287,17 @@ async def test_not_leader_hint_sends_the_retry_to_the_named_node():
     finally:
         await follower.stop(1000)
         await leader.stop(1000)
+
+
+async def test_timeout_keyword_bounds_one_call_below_the_client_default(served):
+    """Per-call timeouts: `timeout=` on a call overrides the client's request_timeout."""
+    api, server = served
+    async with qnode.Client([addr(server)], request_timeout=30) as c:
+        q = await c.create_queue("slow")
+        api.send_gate = asyncio.Event()           # the server holds every send until released
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(qnode.RequestTimeout):
+            await q.send(b"x", timeout=0.2)
+        assert loop.time() - started < 5           # far below the client's 30 s default
+        api.send_gate.set()
