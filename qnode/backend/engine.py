@@ -1044,7 +1044,8 @@ class Engine:
         q = self._get(source)
         if not 1 <= max_results <= 10:
             raise InvalidParameter("MaxResults must be 1..10")
-        tasks = [t for t in self._tasks.values() if t.source_arn == q.arn]
+        # newest first; tasks started in the same ms: the later-created first (dict order)
+        tasks = [t for t in reversed(self._tasks.values()) if t.source_arn == q.arn]
         tasks.sort(key=lambda t: t.started_ms, reverse=True)
         return [t.public() for t in tasks[:max_results]]
 
