@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -40,6 +42,7 @@ FIFO_MAX_RECEIVES = 2
 CONSUMERS = ["c0", "c1", "c2"]
 SETTINGS = settings(max_examples=40, stateful_step_count=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
+SLOW_SETTINGS = settings(SETTINGS, max_examples=1_000, stateful_step_count=80)   # -m slow
 
 
 def check_nack(h: Harness, name: str, receipt: str, delay: int | None, reason: str | None,
@@ -344,3 +347,13 @@ TestStandardQueue = StandardQueueMachine.TestCase
 TestStandardQueue.settings = SETTINGS
 TestFifoQueue = FifoQueueMachine.TestCase
 TestFifoQueue.settings = SETTINGS
+
+
+@pytest.mark.slow
+class TestStandardQueueLong(StandardQueueMachine.TestCase):
+    settings = SLOW_SETTINGS
+
+
+@pytest.mark.slow
+class TestFifoQueueLong(FifoQueueMachine.TestCase):
+    settings = SLOW_SETTINGS
