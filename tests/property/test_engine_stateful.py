@@ -22,7 +22,7 @@ import pytest
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from qnode.backend.engine import EngineConfig
 from qnode.frontend.api import SendEntry
@@ -40,14 +40,20 @@ NACK_REASONS = st.sampled_from([None, "boom", "timeout: upstream 503", "x" * 1_5
 FIFO, FIFO_DLQ = "f.fifo", "dlq.fifo"
 FIFO_MAX_RECEIVES = 2
 CONSUMERS = ["c0", "c1", "c2"]
-SETTINGS = settings(max_examples=40, stateful_step_count=40, deadline=None,
+SETTINGS = settings(max_examples=100, stateful_step_count=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 SLOW_SETTINGS = settings(SETTINGS, max_examples=1_000, stateful_step_count=80)   # -m slow
 
 
+def recent_or_any(receipts: list) -> st.SearchStrategy:
+    """Mostly one of the latest receipts (likely still current), sometimes any (likely stale)."""
+    return st.one_of(st.sampled_from(receipts[-3:]), st.sampled_from(receipts))
+
+
 def check_nack(h: Harness, name: str, receipt: str, delay: int | None, reason: str | None,
-               expected: str) -> None:
-    """Nack through the engine; the model said "ok" | "invalid" | "not_inflight"."""
+               expected: str, model: ModelQueue, mid: str) -> None:
+    """Nack through the engine; the model said "ok" | "invalid" | "not_inflight". After an "ok"
+    the message's new visibility time and failure reason are the model's."""
     try:
         h.call("nack", name, receipt, delay, reason, h.now)
     except InvalidParameter:
@@ -56,6 +62,8 @@ def check_nack(h: Harness, name: str, receipt: str, delay: int | None, reason: s
         assert expected == "not_inflight", expected
     else:
         assert expected == "ok", expected
+        [m] = [m for m in h.engine._queues[name].messages.values() if m.message_id == mid]
+        assert (m.visible_at_ms, m.reason) == (model.messages[mid].visible_at_ms, model.messages[mid].reason)
 
 
 class StandardQueueMachine(RuleBasedStateMachine):
@@ -73,8 +81,16 @@ class StandardQueueMachine(RuleBasedStateMachine):
         self.receipts: list[tuple[str, str, int]] = []     # (receipt, message id, count)
         self.n = 0
 
+    @initialize(count=st.integers(3, 8))
+    def backlog(self, count: int) -> None:
+        """Start with a backlog so that receives (and so nacks and dead letters) happen early."""
+        self.send(None, min(count, 4))
+        self.send(0, count - min(count, 4))
+
     @rule(delay=st.sampled_from([None, 0, 1_000, 5_000]), count=st.integers(1, 3))
     def send(self, delay: int | None, count: int) -> None:
+        if not count:
+            return
         entries = [SendEntry(b"m%d" % (self.n + i), delay_ms=delay, entry_id=str(i)) for i in range(count)]
         self.n += count
         for entry, result in zip(entries, self.h.send("q", *entries)):
@@ -134,9 +150,9 @@ class StandardQueueMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.receipts)
     @rule(data=st.data(), delay=NACK_DELAYS, reason=NACK_REASONS)
     def nack(self, data: st.DataObject, delay: int | None, reason: str | None) -> None:
-        receipt, mid, count = data.draw(st.sampled_from(self.receipts))
+        receipt, mid, count = data.draw(recent_or_any(self.receipts))
         expected = self.model.nack(mid, count, delay, reason, self.h.now, BACKOFF_MS)
-        check_nack(self.h, "q", receipt, delay, reason, expected)
+        check_nack(self.h, "q", receipt, delay, reason, expected, self.model, mid)
 
     @rule(ms=st.sampled_from([1, 499, 500, 1_000, 2_000, 5_000, 30_000, 61_000]))
     def advance(self, ms: int) -> None:
@@ -215,7 +231,19 @@ class FifoQueueMachine(RuleBasedStateMachine):
     @rule(batch=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 15)),
                          min_size=1, max_size=4))
     def send(self, batch: list[tuple[str, int]]) -> None:
+        self._send(batch)
+
+    @initialize(batch=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 15)),
+                               min_size=4, max_size=8))
+    def backlog(self, batch: list[tuple[str, int]]) -> None:
+        """Start with a backlog so that receives (and so dead letters) happen early."""
+        self._send(batch[:4])
+        self._send(batch[4:])
+
+    def _send(self, batch: list[tuple[str, int]]) -> None:
         """One SendMessageBatch; a key repeated inside the batch is a duplicate of its first use."""
+        if not batch:
+            return
         now = self.h.now
         entries = [SendEntry(b"m%d" % (self.n + i), group_id=g, dedup_id=str(d), entry_id=str(i))
                    for i, (g, d) in enumerate(batch)]
@@ -317,11 +345,11 @@ class FifoQueueMachine(RuleBasedStateMachine):
     @rule(data=st.data(), delay=NACK_DELAYS, reason=NACK_REASONS)
     def nack(self, data: st.DataObject, delay: int | None, reason: str | None) -> None:
         consumer = data.draw(st.sampled_from([c for c in CONSUMERS if self.held[c]]))
-        receipt, mid, count = data.draw(st.sampled_from(self.held[consumer]))
+        receipt, mid, count = data.draw(recent_or_any(self.held[consumer]))
         expected = self.model.nack(mid, count, delay, reason, self.h.now, BACKOFF_MS)
-        check_nack(self.h, FIFO, receipt, delay, reason, expected)
+        check_nack(self.h, FIFO, receipt, delay, reason, expected, self.model, mid)
 
-    @rule(ms=st.sampled_from([1, 500, 700, 1_000, 2_000, 30_000, 61_000, 300_000]))
+    @rule(ms=st.sampled_from([1, 500, 700, 1_000, 2_000, 30_000, 61_000, 299_999, 300_000]))
     def advance(self, ms: int) -> None:
         self.h.advance(ms)
         self.model.expire(self.h.now)
