@@ -164,6 +164,7 @@ class _Usage:
 
 _TRACE = "AWSTraceHeader"
 _md5 = hashlib.md5
+_COUNT_STR = tuple(str(i) for i in range(64))
 _EMPTY: Mapping = {}
 _FINISHED_TASKS_KEPT = 10          # finished move tasks remembered per source queue
 _ATTEMPTS_KEPT = 10_000            # ReceiveRequestAttemptIds remembered per queue
@@ -196,6 +197,7 @@ class Engine:
         self._sweep_at_ms = 0
         self._timers_compact_at = config.timers_compact_min
         self._started = False
+        self._str_cache: dict[int, str] = {}
 
     # ================================================================ recovery / lifecycle
     @property
@@ -877,14 +879,26 @@ class Engine:
                 if m.state == INFLIGHT and m.receive_count == count and q.messages.get(m.seq) is m]
         return tuple(self._present(q, m) for m in live)
 
+    def _ms_str(self, ms: int) -> str:
+        """str(ms), memoised: a batch's messages share SentTimestamp and first-receive times."""
+        cache = self._str_cache
+        s = cache.get(ms)
+        if s is None:
+            if len(cache) >= 64:
+                cache.clear()
+            s = cache[ms] = str(ms)
+        return s
+
     def _present(self, q: Queue, m: Message, peek: bool = False) -> ReceivedMessage:
+        ms_str = self._ms_str
+        count = m.receive_count
         system = {
             "SenderId": self.config.account_id,
-            "SentTimestamp": str(m.sent_ms),
-            "ApproximateReceiveCount": str(m.receive_count),
+            "SentTimestamp": ms_str(m.sent_ms),
+            "ApproximateReceiveCount": _COUNT_STR[count] if count < 64 else str(count),
         }
         if m.first_receive_ms:
-            system["ApproximateFirstReceiveTimestamp"] = str(m.first_receive_ms)
+            system["ApproximateFirstReceiveTimestamp"] = ms_str(m.first_receive_ms)
         if m.group_id is not None:
             system["MessageGroupId"] = m.group_id
         if q.fifo:
@@ -907,14 +921,22 @@ class Engine:
         self._check_batch(None if len(receipts) else [])
         results: list = []
         seqs: list[int] = []
+        open_receipt = self._codec.open
+        qid = q.queue_id
+        messages = q.messages
+        usage = self._usage
         for receipt in receipts:
             try:
-                m, count = self._open(q, receipt)
+                rqid, seq, count = open_receipt(receipt)      # = self._open, inlined
+                if rqid != qid:
+                    raise ReceiptHandleIsInvalid("the receipt handle belongs to another queue")
             except QnodeError as err:
                 results.append(err)
                 continue
-            if m is not None and m.receive_count == count and m.state in (READY, INFLIGHT):
-                self._drop(q, m)
+            m = messages.get(seq)
+            if m is not None and m.receive_count == count and (m.state == READY or m.state == INFLIGHT):
+                usage.bytes -= m.size                         # = self._drop (state is not GONE)
+                q.drop(m)
                 # Deleted for good: nothing reads the body again, but stale timer-heap entries
                 # keep `m` until compaction (up to timers_compact_min of them): not its body.
                 m.body = b""

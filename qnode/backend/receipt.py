@@ -21,6 +21,9 @@ from qnode.protocol.errors import ReceiptHandleIsInvalid
 _PAYLOAD = struct.Struct(">IQI")
 _MAC_SIZE = 16
 _HANDLE_SIZE = _PAYLOAD.size + _MAC_SIZE
+_PAYLOAD_SIZE = _PAYLOAD.size
+_unpack = _PAYLOAD.unpack
+_compare_digest = hmac.compare_digest
 SECRET_SIZE = 32
 
 
@@ -36,7 +39,9 @@ class ReceiptCodec:
 
     def make(self, queue_id: int, seq: int, receive_count: int) -> str:
         payload = _PAYLOAD.pack(queue_id, seq, receive_count)
-        return (payload + self._mac(payload)).hex()
+        h = self._keyed.copy()             # = self._mac(payload), inlined (hot path)
+        h.update(payload)
+        return (payload + h.digest()).hex()
 
     def _mac(self, payload: bytes) -> bytes:
         h = self._keyed.copy()
@@ -51,8 +56,9 @@ class ReceiptCodec:
             raw = bytes.fromhex(handle)
         except ValueError:
             raise ReceiptHandleIsInvalid("the receipt handle is invalid") from None
-        payload, mac = raw[:_PAYLOAD.size], raw[_PAYLOAD.size:]
-        want = self._mac(payload)
-        if not hmac.compare_digest(mac, want):
+        payload = raw[:_PAYLOAD_SIZE]
+        h = self._keyed.copy()             # = self._mac(payload), inlined (hot path)
+        h.update(payload)
+        if not _compare_digest(raw[_PAYLOAD_SIZE:], h.digest()):
             raise ReceiptHandleIsInvalid("the receipt handle is invalid")
-        return _PAYLOAD.unpack(payload)
+        return _unpack(payload)
