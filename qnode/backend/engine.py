@@ -848,7 +848,35 @@ class Engine:
             received.append([m.seq, m.receive_count, visible_at, m.first_receive_ms])
             return True
 
-        taken = q.take(n, accept)
+        if q.fifo or delete or dlq is not None:
+            taken = q.take(n, accept)
+        else:
+            # Standard queue, leasing, no dead-letter diversion: `q.take(n, accept)` with the
+            # round-robin pop and `accept` inlined (the same order and effects).
+            taken = []
+            rr, groups, counts = q.rr, q.groups, q.counts
+            heappush = heapq.heappush
+            while len(taken) < n and rr:
+                key = rr[0]
+                d = groups[key]
+                m = d.popleft()
+                if not d:
+                    rr.popleft()
+                    del groups[key]
+                elif len(rr) > 1:
+                    rr.rotate(-1)
+                if m.state != READY:
+                    continue
+                count = m.receive_count = m.receive_count + 1
+                if not m.first_receive_ms:
+                    m.first_receive_ms = now_ms
+                m.visible_at_ms = visible_at
+                counts[READY] -= 1                  # = q.set_state(m, INFLIGHT)
+                counts[INFLIGHT] += 1
+                m.state = INFLIGHT
+                heappush(timers, (visible_at, next(tie), m, q, count))
+                received.append([m.seq, count, visible_at, m.first_receive_ms])
+                taken.append(m)
         if len(timers) > self._timers_compact_at:
             self._compact_timers()
         if vis_ms == 0 and not delete:
@@ -861,7 +889,10 @@ class Engine:
             self._log(rec.RECEIVE, [q.queue_id, received])
         if deleted and durable:
             self._log(rec.DELETE, [q.queue_id, deleted])
-        out = tuple(self._present(q, m) for m in taken)
+        if q.fifo:
+            out = tuple(self._present(q, m) for m in taken)
+        else:
+            out = self._present_standard(q, taken)
         if attempt_id is not None and out and not delete:
             q.attempts[attempt_id] = (now_ms + self.config.receive_attempt_window_ms,
                                       [(m, m.receive_count) for m in taken])
@@ -888,6 +919,30 @@ class Engine:
                 cache.clear()
             s = cache[ms] = str(ms)
         return s
+
+    def _present_standard(self, q: Queue, taken: list[Message]) -> tuple[ReceivedMessage, ...]:
+        """`tuple(self._present(q, m) for m in taken)` for a standard queue, with the common
+        message (no group, no dead-letter source, no reason, no trace header) built inline."""
+        ms_str = self._ms_str
+        make = self._codec.make
+        account = self.config.account_id
+        qid = q.queue_id
+        out = []
+        for m in taken:
+            count = m.receive_count
+            if (m.group_id is not None or m.dlq_source_arn is not None or m.reason is not None
+                    or m.sys_attrs or not m.first_receive_ms):
+                out.append(self._present(q, m))
+                continue
+            system = {
+                "SenderId": account,
+                "SentTimestamp": ms_str(m.sent_ms),
+                "ApproximateReceiveCount": _COUNT_STR[count] if count < 64 else str(count),
+                "ApproximateFirstReceiveTimestamp": ms_str(m.first_receive_ms),
+            }
+            out.append(ReceivedMessage(m.message_id, make(qid, m.seq, count), m.body, m.md5_body,
+                                       m.md5_attrs, m.attrs, system))
+        return tuple(out)
 
     def _present(self, q: Queue, m: Message, peek: bool = False) -> ReceivedMessage:
         ms_str = self._ms_str
