@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import msgpack
 
 from qnode import limits
+from qnode.cluster.waiting import wait_event
 from qnode.cluster import bootstrap
 from qnode.cluster.transport import PeerPool, decode_batch
 from qnode.metadata.commands import Command
@@ -96,20 +97,10 @@ class MetadataNode:
             self._on_started.append(callback)
 
     async def wait_started(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._started.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._started, timeout_s)
 
     async def wait_leader(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._leader_known.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._leader_known, timeout_s)
 
     async def _await_bootstrap(self) -> None:
         log.info("waiting for %d metadata members before forming the group", self.bootstrap_expect)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Mapping
 
+from qnode.cluster.waiting import wait_event
 from qnode.cluster.transport import PeerPool
 from qnode.metadata.commands import Command
 from qnode.metadata.state import ApplyResult, MetadataState
@@ -111,12 +112,7 @@ class RemoteMetadata:
             self._on_started.append(callback)
 
     async def wait_leader(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._started.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._started, timeout_s)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
