@@ -482,7 +482,9 @@ class BackendService:
         w = self._wal.stats()
         return {"queues": s.queues, "ready": s.ready, "inflight": s.inflight,
                 "delayed": s.delayed, "waiters": s.waiters, "size_bytes": s.bytes,
-                "wal_durable_lsn": w["durable_lsn"], "wal_last_lsn": w["last_lsn"]}
+                "wal_durable_lsn": w["durable_lsn"], "wal_last_lsn": w["last_lsn"],
+                "wal_fsyncs": w["fsyncs"], "wal_records": w["records"],
+                "wal_fsync_seconds_avg": w["fsync_seconds_avg"]}
 
     def check_invariants(self) -> None:
         self._engine.check_invariants()

@@ -76,7 +76,7 @@ async def test_concurrent_appenders_share_fsyncs(tmp_path):
 async def test_a_cancelled_waiter_does_not_disturb_the_others(tmp_path):
     wal = await Wal.open(tmp_path, CONFIG)
     gate = threading.Event()
-    blocker = wal._executor.submit(gate.wait, 30)   # hold the WAL thread: no fsync can finish
+    blocker = wal._thread.call(gate.wait, 30)   # hold the WAL thread: no fsync can finish
     lsn = wal.append(16, b"x")
     both_waiting = asyncio.Event()
     entered = []
@@ -201,7 +201,7 @@ async def test_checkpoint_and_truncate_through_the_shell(tmp_path):
     assert wal.checkpoint_lsn == 30
     assert wal.checkpoint_payload == b"state-at-30"
     gate = threading.Event()
-    wal._executor.submit(gate.wait, 30)          # hold the WAL thread: truncation must wait
+    wal._thread.call(gate.wait, 30)          # hold the WAL thread: truncation must wait
     truncation = asyncio.ensure_future(wal.truncate_after(35))
     async with asyncio.timeout(30):
         while not wal._truncating:                # polled with a deadline, no sleeping
