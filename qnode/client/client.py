@@ -27,6 +27,7 @@ from qnode.frontend.api import MessageAttribute
 from qnode.protocol import payloads
 from qnode.protocol.errors import (
     ErrorCode, InvalidParameter, MessageTooLarge, QnodeError, RequestTimeout, Unavailable,
+    error_from_wire,
 )
 from qnode.protocol.framing import FrameLimits
 from qnode.protocol.ops import MUTATING_OPS
@@ -124,16 +125,24 @@ class Message:
 
 
 def _message(d: Mapping, queue: "Queue | None", subscription: Any = None) -> Message:
+    if not d.get("attributes"):
+        # No message attributes (the common case): no intermediate ReceivedMessage. `system`
+        # is a fresh dict from the decoder, so it is not copied.
+        system = d.get("system")
+        return Message(d["message_id"], d["body"], {}, system if type(system) is dict else {},
+                       d.get("receipt"), d.get("md5_body", ""), {}, queue, subscription)
     m = payloads.received_from_wire(d)
     return Message(m.message_id, m.body,
                    {k: values.from_message_attribute(a) for k, a in m.attributes.items()},
                    dict(m.system), m.receipt, m.md5_body, dict(m.attributes), queue, subscription)
 
 
-def _sent(r: Any) -> Sent | QnodeError:
-    if isinstance(r, QnodeError):
-        return r
-    return Sent(r.message_id, r.md5_body, r.md5_attributes, r.sequence_number, r.entry_id, r.duplicate)
+def _sent(d: Mapping) -> Sent | QnodeError:
+    """One slot of a send reply, straight from the wire (see payloads.send_result_from_wire)."""
+    if "error" in d:
+        return error_from_wire(d["error"])
+    return Sent(d["message_id"], d["md5_body"], d.get("md5_attributes"), d.get("sequence_number"),
+                d.get("entry_id"), bool(d.get("duplicate", False)))
 
 
 class Queue:
@@ -148,6 +157,11 @@ class Queue:
 
     # --- send ------------------------------------------------------------------------------
     def _entry(self, item: Any, index: int) -> dict:
+        if type(item) is bytes:
+            if len(item) > self.client.message_size_max:
+                raise MessageTooLarge(f"the body is {len(item)} bytes; "
+                                      f"the maximum is {self.client.message_size_max}")
+            return {"body": item, "entry_id": str(index)}
         if isinstance(item, Mapping):
             known = {"body", "delay", "attributes", "group_id", "dedup_id", "deliver_at", "id"}
             extra = set(item) - known
@@ -194,7 +208,7 @@ class Queue:
                                  "group_id": group_id, "dedup_id": dedup_id,
                                  "deliver_at": deliver_at}, 0)
         result = await self.client._call("send", {"queue": self.name, "entries": [entry]}, timeout=timeout)
-        r = _sent(payloads.send_result_from_wire(result["results"][0]))
+        r = _sent(result["results"][0])
         if isinstance(r, QnodeError):
             raise r
         return r
@@ -210,7 +224,7 @@ class Queue:
         for start in range(0, len(entries), step):
             chunk = entries[start:start + step]
             result = await self.client._call("send", {"queue": self.name, "entries": chunk}, timeout=timeout)
-            out.extend(_sent(payloads.send_result_from_wire(r)) for r in result["results"])
+            out.extend(_sent(r) for r in result["results"])
         return out
 
     # --- receive ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ msgpack-decodable value. Optional fields that are None are left out of the wire 
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from qnode import limits
@@ -18,6 +19,7 @@ from qnode.protocol.errors import (
     error_from_wire,
 )
 
+_NO_ATTRIBUTES: Mapping = MappingProxyType({})   # shared by entries without attributes
 ATTRIBUTE_NAME_LENGTH_MAX = 256
 ATTRIBUTE_TYPE_LENGTH_MAX = 256
 SHORT_STRING_LENGTH_MAX = 1024     # ids, receipts, group ids, reasons
@@ -102,6 +104,13 @@ def send_entry_to_wire(e: SendEntry) -> dict:
 
 
 def send_entry_from_wire(d: Any) -> SendEntry:
+    if type(d) is dict and len(d) == 2:
+        # What clients send for a plain body: {"body": bytes, "entry_id": str}. The same
+        # checks as below, without the lookups of the absent options.
+        body = d.get("body")
+        entry_id = d.get("entry_id")
+        if type(body) is bytes and type(entry_id) is str and len(entry_id) <= 80:
+            return SendEntry(body, None, _NO_ATTRIBUTES, None, None, None, entry_id, _NO_ATTRIBUTES)
     if not isinstance(d, dict):
         raise InvalidParameter("a send entry must be a map")
     body = d.get("body")
@@ -127,10 +136,14 @@ def send_result_to_wire(r: SendResult | QnodeError) -> dict:
     if isinstance(r, QnodeError):
         return {"error": r.to_wire()}
     d: dict[str, Any] = {"message_id": r.message_id, "md5_body": r.md5_body}
-    for key in ("md5_attributes", "md5_system_attributes", "sequence_number", "entry_id"):
-        v = getattr(r, key)
-        if v is not None:
-            d[key] = v
+    if r.md5_attributes is not None:
+        d["md5_attributes"] = r.md5_attributes
+    if r.md5_system_attributes is not None:
+        d["md5_system_attributes"] = r.md5_system_attributes
+    if r.sequence_number is not None:
+        d["sequence_number"] = r.sequence_number
+    if r.entry_id is not None:
+        d["entry_id"] = r.entry_id
     if r.duplicate:
         d["duplicate"] = True
     return d
@@ -158,10 +171,12 @@ def outcome_from_wire(d: Any) -> None | QnodeError:
 
 # --- receive -----------------------------------------------------------------------------------
 def received_to_wire(m: ReceivedMessage) -> dict:
+    # `system` goes out as it is: msgpack only reads it (the engine builds one per message).
     return {
         "message_id": m.message_id, "receipt": m.receipt, "body": m.body,
         "md5_body": m.md5_body, "md5_attributes": m.md5_attributes,
-        "attributes": attributes_to_wire(m.attributes), "system": dict(m.system),
+        "attributes": attributes_to_wire(m.attributes) if m.attributes else {},
+        "system": m.system,
     }
 
 
