@@ -230,7 +230,7 @@ class Dispatcher:
         except (TypeError, ValueError, OverflowError):
             self._packer.reset()
             return result         # not msgpack data (then the reply fails too): keep the future
-        self._cache.replace(key, fut, packed, self._clock_ms())
+        self._cache.replace(key, fut, packed, self._clock_ms(), len(packed) + len(key))
         return result
 
     # --- queues ---------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class ServerConfig:
     connections_max: int = limits.connections_max
     request_id_cache_count_max: int = limits.request_id_cache_count_max
     request_id_ttl_ms: int = limits.request_id_ttl_ms
+    request_id_cache_size_max: int = limits.request_id_cache_size_max
     subscriptions_per_connection_max: int = limits.subscriptions_per_connection_max
     push_prefetch_max: int = limits.push_prefetch_max
     durability_default: str = "fsync"                                 # advertised in HELLO
@@ -64,6 +65,7 @@ class ServerConfig:
         if self.msgpack_bin_len_max > self.frame_size_max:
             p.append("msgpack_bin_len_max must not exceed frame_size_max")
         for name in ("connections_max", "request_id_cache_count_max", "request_id_ttl_ms",
+                     "request_id_cache_size_max",
                      "subscriptions_per_connection_max", "push_prefetch_max", "frame_size_max",
                      "hello_timeout_ms"):
             if getattr(self, name) < 1:
@@ -102,7 +104,8 @@ class BinaryServer:
             "durability": str(self.node_info.get("durability", self.config.durability_default)),
         }
         self.request_cache = RequestCache(count_max=self.config.request_id_cache_count_max,
-                                          ttl_ms=self.config.request_id_ttl_ms)
+                                          ttl_ms=self.config.request_id_ttl_ms,
+                                          size_max=self.config.request_id_cache_size_max)
         self.dispatcher = Dispatcher(api, request_cache=self.request_cache, status=self.status,
                                      prefetch_max=self.config.push_prefetch_max,
                                      extra_ops=extra_ops)
@@ -201,6 +204,7 @@ class BinaryServer:
             "requests_total": self.stats.requests_total,
             "reads_paused_total": self.stats.reads_paused_total,
             "request_cache_count": len(self.request_cache),
+            "request_cache_size": self.request_cache.size,
             "request_cache_evicted_total": self.request_cache.evicted_count,
             "request_cache_hits_total": self.request_cache.hit_count,
         }

@@ -64,3 +64,27 @@ def test_replace_only_swaps_the_value_it_expects() -> None:
     assert c.get("k", 120) == b"packed"        # TTL restarted at 50
     assert c.get("k", 150) is None
     assert not c.replace("missing", first, b"x", 150)
+
+
+def test_size_bound_evicts_the_oldest_and_accounts_every_removal() -> None:
+    from qnode.frontend.request_cache import ENTRY_OVERHEAD_SIZE as E
+    c = RequestCache(count_max=100, ttl_ms=1000, size_max=3 * (E + 100))
+    for i in range(5):
+        c.put(i, b"r", now_ms=i, size=100)
+    assert len(c) == 3 and c.size == 3 * (E + 100)
+    assert [c.get(k, 10) for k in range(5)] == [None, None, b"r", b"r", b"r"]
+    assert c.evicted_count == 2
+    c.put("big", b"r", now_ms=11, size=E + 200)          # weighs two entries: evicts two
+    assert len(c) == 2 and c.size == 3 * (E + 100)
+    assert c.evicted_count == 4
+    c.remove("big")
+    assert c.size == E + 100
+    assert c.get(4, now_ms=2000) is None                 # expired: nothing is accounted
+    assert c.size == 0 and len(c) == 0
+
+
+def test_an_entry_larger_than_the_budget_is_still_kept_alone() -> None:
+    c = RequestCache(count_max=10, ttl_ms=100, size_max=10)
+    c.put("a", 1, 0, size=5)
+    c.put("b", 2, 0, size=50)
+    assert c.get("a", 1) is None and c.get("b", 1) == 2   # the newest result is what a retry needs
