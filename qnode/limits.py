@@ -51,7 +51,7 @@ outbound_pending_size_max = 64 * MIB      # beyond this the connection is a slow
 connections_max = 10_000                  # accepted connections per listener
 request_id_cache_count_max = 100_000      # remembered request ids (retried sends are not enqueued twice)
 request_id_ttl_ms = 5 * 60_000            # how long a request id is remembered
-request_id_cache_size_max = 24 * MIB      # .. and the bytes they may weigh (oldest evicted first)
+request_id_cache_size_max = 8 * MIB       # .. and the bytes they may weigh (oldest evicted first)
 
 # --- write-ahead log -------------------------------------------------------------------------
 wal_segment_size_max = 64 * MIB           # roll to a new segment beyond this
