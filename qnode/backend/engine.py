@@ -26,7 +26,6 @@ the sum over queues; every waiter in a queue's deque that is not done is counted
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -168,36 +167,6 @@ _md5 = hashlib.md5
 _COUNT_STR = tuple(str(i) for i in range(64))
 
 
-def _slot_builder(cls: type, names: tuple[str, ...]) -> Any:
-    """A constructor for the frozen slotted dataclass `cls` that fills its slots directly
-    (the generated frozen `__init__` pays an `object.__setattr__` call per field: ~0.5 us of
-    each hot-path result). Equal to `cls(*args)`; guarded against the class changing shape."""
-    assert tuple(f.name for f in dataclasses.fields(cls)) == names, cls
-    assert not hasattr(cls, "__post_init__"), cls
-    new = object.__new__
-    setters = tuple(cls.__dict__[n].__set__ for n in names)
-    if len(names) == 7:
-        s0, s1, s2, s3, s4, s5, s6 = setters
-
-        def build(a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any, a6: Any) -> Any:
-            o = new(cls)
-            s0(o, a0)
-            s1(o, a1)
-            s2(o, a2)
-            s3(o, a3)
-            s4(o, a4)
-            s5(o, a5)
-            s6(o, a6)
-            return o
-        return build
-    raise AssertionError(names)
-
-
-_send_result = _slot_builder(SendResult, ("message_id", "md5_body", "md5_attributes",
-                                          "md5_system_attributes", "sequence_number", "entry_id",
-                                          "duplicate"))
-_received = _slot_builder(ReceivedMessage, ("message_id", "receipt", "body", "md5_body",
-                                            "md5_attributes", "attributes", "system"))
 _EMPTY: Mapping = {}
 _FINISHED_TASKS_KEPT = 10          # finished move tasks remembered per source queue
 _ATTEMPTS_KEPT = 10_000            # ReceiveRequestAttemptIds remembered per queue
@@ -694,7 +663,7 @@ class Engine:
                         unbound.append((q, m))
                     else:
                         self._place(q, m, now_ms)
-                    results.append(_send_result(mid, md5, None, None, None, e.entry_id, False))
+                    results.append(SendResult(mid, md5, None, None, None, e.entry_id, False))
                     continue
             try:
                 results.append(self._send_one(q, e, now_ms, raws, dedups))
@@ -973,7 +942,7 @@ class Engine:
                 "ApproximateReceiveCount": _COUNT_STR[count] if count < 64 else str(count),
                 "ApproximateFirstReceiveTimestamp": ms_str(m.first_receive_ms),
             }
-            out.append(_received(m.message_id, make(qid, m.seq, count), m.body, m.md5_body,
+            out.append(ReceivedMessage(m.message_id, make(qid, m.seq, count), m.body, m.md5_body,
                                  m.md5_attrs, m.attrs, system))
         return tuple(out)
 

@@ -32,8 +32,10 @@ MUTATING_OPS: frozenset[str] = frozenset({
 
 # Ops whose results the server remembers by request id. `receive` is excluded on purpose: its
 # replies can be 10 MiB each (the cache would be unbounded in bytes), and a retried receive only
-# costs a visibility timeout (at-least-once); FIFO callers use `attempt_id` instead.
-CACHED_OPS: frozenset[str] = MUTATING_OPS - {"receive"}
+# costs a visibility timeout (at-least-once); FIFO callers use `attempt_id` instead. `delete` is
+# idempotent by itself: a retry finds the message gone, answers success as SQS does, and waits
+# for the fsync that covers the first attempt's record, so remembering it only cost CPU and RSS.
+CACHED_OPS: frozenset[str] = MUTATING_OPS - {"receive", "delete"}
 
 assert MUTATING_OPS <= ALL_OPS
 assert CACHED_OPS <= MUTATING_OPS

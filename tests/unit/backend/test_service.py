@@ -271,3 +271,38 @@ async def test_native_delays_reach_the_retention_period_and_nack_delays_twelve_h
         assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessagesNotVisible"] == "1"
     finally:
         await svc.close()
+
+
+async def test_a_retried_delete_succeeds_and_returns_only_once_the_first_is_durable(
+        tmp_path: Path) -> None:
+    """Why `delete` needs no request-id cache (qnode/protocol/ops.py CACHED_OPS): the retry of
+    a delete answers success without a record of its own, and not before the first attempt's
+    record is durable."""
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q")
+        await svc.send_messages("q", [SendEntry(b"a"), SendEntry(b"b")])
+        got = await svc.receive_messages("q", max_count=10, wait_ms=0)
+        receipts = [m.receipt for m in got]
+        before = svc._wal.last_lsn
+        # Both start in the same loop iteration: the retry runs before the first is durable.
+        first = asyncio.ensure_future(svc.delete_messages("q", receipts))
+        retry = asyncio.ensure_future(svc.delete_messages("q", receipts))
+        done_first = []
+        first.add_done_callback(lambda _: done_first.append(svc._wal.durable_lsn))
+        retry.add_done_callback(lambda _: done_first.append(svc._wal.durable_lsn))
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(first, retry)
+        assert results == [[None, None], [None, None]]
+        assert svc._wal.last_lsn == before + 1         # one DELETE record: the retry wrote none
+        assert all(lsn >= before + 1 for lsn in done_first)   # both answered once it was durable
+        assert (await svc.get_queue_attributes("q", ["ApproximateNumberOfMessages",
+                                                      "ApproximateNumberOfMessagesNotVisible"])
+                ) == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    finally:
+        await svc.close()
+    svc = await open_svc(tmp_path)
+    try:
+        assert await svc.receive_messages("q", max_count=10, wait_ms=0) == []
+    finally:
+        await svc.close()
