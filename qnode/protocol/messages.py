@@ -96,7 +96,7 @@ class HelloReply:
         return self.info["version"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)     # not frozen: one per request and reply (see frontend/api.py)
 class Request:
     cid: int
     op: str
@@ -113,7 +113,7 @@ class Request:
                "rid must be a short non-empty string or nil")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)     # not frozen: one per request and reply (see frontend/api.py)
 class Response:
     cid: int
     result: Any = None
