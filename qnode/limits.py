@@ -86,6 +86,7 @@ client_backoff_base_ms = 50               # first reconnect backoff; doubles per
 client_backoff_max_ms = 2_000             # cap of one backoff sleep
 client_auto_extend_max_ms = visibility_timeout_ms_max   # auto_extend never holds a message longer
 hello_timeout_ms = 10_000                 # a connection that sends no HELLO within this is closed
+frame_timeout_ms = 60_000                 # a frame begun must be complete within this, or closed
 assert push_prefetch_max >= 1
 assert client_backoff_base_ms <= client_backoff_max_ms
 

@@ -17,6 +17,10 @@ Invariants and bounds:
   connection is aborted and `stats.slow_consumers_closed` counts it (logged once per server).
 - A protocol violation gets a Goodbye error frame, then the connection closes; other connections
   are unaffected.
+- A frame begun must be complete within `frame_timeout_ms` (a peer stalling mid-frame is a
+  protocol violation); an idle connection between frames may stay open.
+- A correlation id may be in flight once per connection: a second request with it is a
+  protocol violation (two replies could not be told apart).
 - Every task is referenced in `_tasks` until done (done-callback discards it).
 - On disconnect, long-poll receives are cancelled (their waiters freed); other requests run to
   completion so that a retried request finds the first result in the request cache.
@@ -90,6 +94,8 @@ class ServerConnection(asyncio.Protocol):
         self._next_sid = 1
         self.peer: Any = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._frame_timer: asyncio.TimerHandle | None = None   # armed while a frame is partial
+        self._cids: set[int] = set()     # correlation ids of the requests in flight
 
     # --- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,6 +110,12 @@ class ServerConnection(asyncio.Protocol):
             self._fail(OverLimit("too many connections"), violation=False)
             return
         self._hello_timer = self._loop.call_later(cfg.hello_timeout_ms / 1000, self._on_hello_timeout)
+
+    def _on_frame_timeout(self) -> None:
+        self._frame_timer = None
+        if not self._closed:
+            self._fail(ProtocolViolation(
+                f"a frame stayed incomplete for {self._server.config.frame_timeout_ms} ms"))
 
     def _on_hello_timeout(self) -> None:
         self._hello_timer = None
@@ -145,6 +157,9 @@ class ServerConnection(asyncio.Protocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
         self._out.clear()
         self._out_size = 0
         self._can_write.set()
@@ -176,6 +191,15 @@ class ServerConnection(asyncio.Protocol):
                 self._fail(exc)
                 return
             if event is NEED_DATA:
+                # A partial frame must complete within frame_timeout_ms: a peer that stops
+                # mid-frame would otherwise hold its connection (and buffer) for ever.
+                if core.buffered_size:
+                    if self._frame_timer is None:
+                        self._frame_timer = self._loop.call_later(
+                            self._server.config.frame_timeout_ms / 1000, self._on_frame_timeout)
+                elif self._frame_timer is not None:
+                    self._frame_timer.cancel()
+                    self._frame_timer = None
                 break
             t = type(event)
             if t is Request:
@@ -201,6 +225,11 @@ class ServerConnection(asyncio.Protocol):
         self._write(HelloReply(self._server.hello_info))
 
     def _start_request(self, req: Request) -> None:
+        if req.cid in self._cids:
+            # Two replies with one cid could not be told apart: the client is broken.
+            self._fail(ProtocolViolation(f"correlation id {req.cid} is already in flight"))
+            return
+        self._cids.add(req.cid)
         self._inflight += 1
         self._server.stats.requests_total += 1
         task = self._loop.create_task(self._run(req))
@@ -217,7 +246,7 @@ class ServerConnection(asyncio.Protocol):
         except QnodeError as exc:
             reply = error_reply(req.cid, exc)
         except asyncio.CancelledError:
-            self._request_done()
+            self._request_done(req.cid)
             if self._stopping:
                 # A long poll parked when the server stops ends as an empty receive (as when
                 # its wait expires), so clients do not see an error for an orderly shutdown.
@@ -228,10 +257,11 @@ class ServerConnection(asyncio.Protocol):
             # A bug below us: log it with the traceback, tell the peer only the code.
             log.exception("request failed", extra={"op": req.op})
             reply = error_reply(req.cid, InternalError())
-        self._request_done()
+        self._request_done(req.cid)
         self._write(reply)
 
-    def _request_done(self) -> None:
+    def _request_done(self, cid: int) -> None:
+        self._cids.discard(cid)
         self._inflight -= 1
         assert self._inflight >= 0, self._inflight
         if self._inflight < self._inflight_low and self._reading_paused:

@@ -47,6 +47,7 @@ class ServerConfig:
     push_prefetch_max: int = limits.push_prefetch_max
     durability_default: str = "fsync"                                 # advertised in HELLO
     hello_timeout_ms: int = limits.hello_timeout_ms                   # close silent connections
+    frame_timeout_ms: int = limits.frame_timeout_ms                   # .. and half-sent frames
     backlog_count: int = 1024                                         # listen() backlog
 
     def __post_init__(self) -> None:
@@ -67,7 +68,7 @@ class ServerConfig:
         for name in ("connections_max", "request_id_cache_count_max", "request_id_ttl_ms",
                      "request_id_cache_size_max",
                      "subscriptions_per_connection_max", "push_prefetch_max", "frame_size_max",
-                     "hello_timeout_ms"):
+                     "hello_timeout_ms", "frame_timeout_ms"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be positive")
         return p

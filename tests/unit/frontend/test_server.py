@@ -279,3 +279,44 @@ async def test_connection_without_hello_is_closed_after_the_hello_timeout():
         await c.close()
     finally:
         await server.stop(1000)
+
+
+async def test_a_correlation_id_already_in_flight_closes_only_that_connection():
+    api = FakeApi()
+    server = await start_server(api)
+    try:
+        await api.create_queue("q")
+        c = await RawClient.connect(server)
+        other = await RawClient.connect(server)
+        cid = c.send("receive", {"queue": "q", "wait_ms": 20_000})      # parked: cid in flight
+        c.next_cid = cid                                                  # reuse it
+        c.send("ping")
+        ev = await c.event()
+        assert type(ev) is Goodbye and ev.code == ErrorCode.PROTOCOL_ERROR
+        assert "already in flight" in ev.error["message"]
+        assert await c.reader.read() == b""
+        assert type(await other.call("ping")) is Response               # others unaffected
+        await wait_for(lambda: api.receives_cancelled == 1)              # its parked poll ended
+        await other.close()
+        await c.close()
+    finally:
+        await server.stop(1000)
+
+
+async def test_a_frame_left_incomplete_is_closed_after_the_frame_timeout_but_idle_ones_stay():
+    server = await start_server(frame_timeout_ms=50)
+    try:
+        idle = await RawClient.connect(server)                           # between frames
+        stalled = await RawClient.connect(server)
+        stalled.writer.write(struct.pack(">I", 100) + b"\x93\x02")       # 6 of 104 bytes
+        ev = await stalled.event()
+        assert type(ev) is Goodbye and ev.code == ErrorCode.PROTOCOL_ERROR
+        assert "incomplete" in ev.error["message"]
+        assert await stalled.reader.read() == b""
+        # The idle connection outlived the frame timeout (the stalled one took longer than it).
+        assert type(await idle.call("ping")) is Response
+        assert server.stats.protocol_errors == 1
+        await idle.close()
+        await stalled.close()
+    finally:
+        await server.stop(1000)
