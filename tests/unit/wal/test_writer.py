@@ -342,3 +342,65 @@ async def test_an_idle_wal_writes_a_marker_without_being_closed(tmp_path):
     segment.write_bytes(bytes(data))
     with pytest.raises(WalCorruption):
         await Wal.open(tmp_path / "copy", CONFIG)
+
+
+async def test_batches_queued_behind_a_busy_thread_share_one_fsync(tmp_path):
+    """The pipelined thread: batches handed over while it is busy are coalesced into one
+    write + fdatasync when it gets to them, and every waiter is woken by that one fsync."""
+    wal = await Wal.open(tmp_path, CONFIG)
+    await wal.sync(wal.append(16, b"warm"))
+    fsyncs_before = wal.stats()["fsyncs"]
+    gate = threading.Event()
+    held = wal._thread.call(gate.wait, 30)        # the thread is busy: batches queue behind
+    lsns = []
+    for i in range(3):                             # three loop iterations: three batches
+        lsns.append(wal.append(16, b"b%d" % i))
+        await asyncio.sleep(0)                     # a loop turn (no waiting on time)
+    assert wal._inflight == 3
+    gate.set()
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(wal.sync(lsn) for lsn in lsns))
+    assert held.result() is True
+    assert wal.stats()["fsyncs"] == fsyncs_before + 1
+    assert wal._inflight == 0
+    await wal.close()
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [r.body for r in wal.replay()] == [b"warm", b"b0", b"b1", b"b2"]
+    await wal.close()
+
+
+async def test_thread_jobs_run_in_submission_order_with_batches(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    gate = threading.Event()
+    wal._thread.call(gate.wait, 30)
+    first = wal.append(16, b"first")
+    await asyncio.sleep(0)                         # handed to the thread
+    seen = wal._thread.call(lambda: wal._log.last_lsn)    # queued after that batch
+    second = wal.append(16, b"second")
+    await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(30):
+        assert await asyncio.wrap_future(seen) == first
+        await wal.sync(second)
+    await wal.close()
+
+
+async def test_batches_queued_behind_a_failed_one_fail_too():
+    fs = MemFs()
+    wal = await Wal.open("/wal", CONFIG, fs=fs)
+    await wal.sync(wal.append(16, b"ok"))
+    gate = threading.Event()
+    wal._thread.call(gate.wait, 30)
+    fs.fsync_error = OSError(5, "Input/output error")
+    doomed = []
+    for i in range(2):                             # two batches behind the gate
+        doomed.append(asyncio.ensure_future(wal.sync(wal.append(16, b"lost%d" % i))))
+        await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(*doomed, return_exceptions=True)
+    assert all(isinstance(r, WalFailed) for r in results), results
+    assert wal.durable_lsn == 1
+    with pytest.raises(WalFailed):
+        wal.append(16, b"after")
+    await wal.close()
