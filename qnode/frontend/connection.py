@@ -95,7 +95,7 @@ class ServerConnection(asyncio.Protocol):
         self.peer: Any = None
         self._hello_timer: asyncio.TimerHandle | None = None
         self._frame_timer: asyncio.TimerHandle | None = None   # armed while a frame is partial
-        self._cids: set[int] = set()     # correlation ids of the requests in flight
+        self._cids: dict[int, asyncio.Task] = {}   # correlation id -> its request's task
 
     # --- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -229,15 +229,17 @@ class ServerConnection(asyncio.Protocol):
             # Two replies with one cid could not be told apart: the client is broken.
             self._fail(ProtocolViolation(f"correlation id {req.cid} is already in flight"))
             return
-        self._cids.add(req.cid)
         self._inflight += 1
         self._server.stats.requests_total += 1
-        task = self._loop.create_task(self._run(req))
+        task = self._cids[req.cid] = self._loop.create_task(self._run(req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if req.op == "receive":
             self._receive_tasks.add(task)
             task.add_done_callback(self._receive_tasks.discard)
+            # Only receives are cancelled by us, and one cancelled before its first step (data
+            # and EOF in one read) never runs `_run`'s handler: account for it here.
+            task.add_done_callback(lambda t, req=req: self._cancelled_unstarted(t, req))
 
     async def _run(self, req: Request) -> None:
         try:
@@ -246,12 +248,7 @@ class ServerConnection(asyncio.Protocol):
         except QnodeError as exc:
             reply = error_reply(req.cid, exc)
         except asyncio.CancelledError:
-            self._request_done(req.cid)
-            if self._stopping:
-                # A long poll parked when the server stops ends as an empty receive (as when
-                # its wait expires), so clients do not see an error for an orderly shutdown.
-                self._write(Response(req.cid, {"messages": []}) if req.op == "receive"
-                            else error_reply(req.cid, ShuttingDown()))
+            self._cancelled(req)
             raise
         except Exception:
             # A bug below us: log it with the traceback, tell the peer only the code.
@@ -260,8 +257,20 @@ class ServerConnection(asyncio.Protocol):
         self._request_done(req.cid)
         self._write(reply)
 
+    def _cancelled(self, req: Request) -> None:
+        self._request_done(req.cid)
+        if self._stopping:
+            # A long poll parked when the server stops ends as an empty receive (as when
+            # its wait expires), so clients do not see an error for an orderly shutdown.
+            self._write(Response(req.cid, {"messages": []}) if req.op == "receive"
+                        else error_reply(req.cid, ShuttingDown()))
+
+    def _cancelled_unstarted(self, task: asyncio.Task, req: Request) -> None:
+        if self._cids.get(req.cid) is task:   # still in flight once done: it never started
+            self._cancelled(req)
+
     def _request_done(self, cid: int) -> None:
-        self._cids.discard(cid)
+        del self._cids[cid]
         self._inflight -= 1
         assert self._inflight >= 0, self._inflight
         if self._inflight < self._inflight_low and self._reading_paused:

@@ -320,3 +320,38 @@ async def test_a_frame_left_incomplete_is_closed_after_the_frame_timeout_but_idl
         await stalled.close()
     finally:
         await server.stop(1000)
+
+
+async def test_a_receive_cancelled_before_it_started_still_lets_the_connection_finish():
+    """Data and EOF in one read (uvloop delivers both before any task runs): the long poll is
+    cancelled before its task ran a step; the connection must still finish and close."""
+    from qnode.frontend.connection import ServerConnection
+    from qnode.protocol.framing import encode_frame
+
+    class Transport:
+        closed = False
+        def write(self, data): pass
+        def writelines(self, chunks): pass
+        def get_write_buffer_size(self): return 0
+        def set_write_buffer_limits(self, high, low): pass
+        def pause_reading(self): pass
+        def resume_reading(self): pass
+        def get_extra_info(self, name, default=None): return ("127.0.0.1", 1) if name == "peername" else default
+        def is_closing(self): return self.closed
+        def close(self): self.closed = True
+        def abort(self): self.closed = True
+
+    api = FakeApi()
+    server = await start_server(api)
+    try:
+        await api.create_queue("q")
+        conn = ServerConnection(server)
+        transport = Transport()
+        conn.connection_made(transport)
+        conn.data_received(encode_frame([0, 1, None, "t"]))                       # HELLO
+        conn.data_received(encode_frame([2, 1, "receive", {"queue": "q", "wait_ms": 20_000}, None]))
+        conn.eof_received()                       # before the receive task's first step
+        await wait_for(lambda: transport.closed)
+        conn.connection_lost(None)
+    finally:
+        await server.stop(1000)
