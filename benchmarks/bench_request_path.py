@@ -19,7 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -32,18 +32,20 @@ from qnode.protocol.messages import PROTOCOL_VERSION
 BODY = b"x" * 1024
 
 
-class _Transport:
-    """The subset of a uvloop TCP transport that ServerConnection uses; replies go to `sink`."""
+class MemoryTransport:
+    """The subset of a uvloop TCP transport that ServerConnection uses, in memory: every write
+    goes to `on_write(bytes)`; `closed` tells whether the connection closed it."""
 
-    def __init__(self, sink: "VirtualClient") -> None:
-        self._sink = sink
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self._on_write = on_write
+        self.closed = False
 
     def write(self, data: bytes) -> None:
-        self._sink.on_reply(data)
+        self._on_write(data)
 
     def writelines(self, chunks: list[bytes]) -> None:
         for c in chunks:
-            self._sink.on_reply(c)
+            self._on_write(c)
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -61,13 +63,13 @@ class _Transport:
         return ("127.0.0.1", 1) if name == "peername" else default
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def abort(self) -> None:
-        pass
+        self.closed = True
 
 
 class VirtualClient:
@@ -75,7 +77,7 @@ class VirtualClient:
 
     def __init__(self, server: Any, queue: str, index: int, stop_at: float, batch: int) -> None:
         self.conn = ServerConnection(server)
-        self.conn.connection_made(_Transport(self))
+        self.conn.connection_made(MemoryTransport(self.on_reply))
         self.queue = queue
         self.index = index
         self.stop_at = stop_at

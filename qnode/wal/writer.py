@@ -387,6 +387,8 @@ class Wal:
     def _fail(self, error: WalFailed) -> None:
         self._failed = error
         self._pending = []          # never handed to the thread: nobody may count on them
+        self._pending_groups = []
+        self._queued_size = 0
         self._idle.set()
         waiters, self._waiters = self._waiters, []
         for _, _, fut in waiters:

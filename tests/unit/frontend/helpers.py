@@ -11,7 +11,7 @@ from typing import Any, Callable
 from qnode.frontend.server import BinaryServer, ServerConfig
 from qnode.protocol.connection import ProtocolConnection, Role
 from qnode.protocol.framing import NEED_DATA
-from qnode.protocol.messages import Hello, Request
+from qnode.protocol.messages import Goodbye, Hello, Request
 from tests.unit.frontend.fake_api import FakeApi
 
 
@@ -74,3 +74,11 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached before the deadline"
         await asyncio.sleep(0.001)
+
+
+async def expect_goodbye(client: RawClient, code: int, text: str = "") -> None:
+    """The server sent a Goodbye with `code` (and `text` in its message), then closed."""
+    ev = await client.event()
+    assert type(ev) is Goodbye and ev.code == code, ev
+    assert text in ev.error.get("message", "")
+    assert await client.reader.read() == b""

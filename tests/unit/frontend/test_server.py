@@ -17,7 +17,7 @@ import struct
 from qnode.protocol.errors import ErrorCode
 from qnode.protocol.messages import ErrorResponse, Goodbye, Hello, Push, Response
 from tests.unit.frontend.fake_api import FakeApi
-from tests.unit.frontend.helpers import RawClient, start_server, wait_for
+from tests.unit.frontend.helpers import RawClient, expect_goodbye, start_server, wait_for
 
 
 async def test_hello_reply_carries_server_info():
@@ -111,10 +111,7 @@ async def test_garbage_gets_an_error_frame_and_closes_only_that_connection():
         good = await RawClient.connect(server)
         bad = await RawClient.connect(server)
         bad.writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
-        ev = await bad.event()
-        assert type(ev) is Goodbye
-        assert ev.code == ErrorCode.PROTOCOL_ERROR
-        assert await bad.reader.read() == b""           # closed by the server
+        await expect_goodbye(bad, ErrorCode.PROTOCOL_ERROR)
         assert type(await good.call("ping")) is Response
         assert server.stats.protocol_errors == 1
         await good.close()
@@ -291,10 +288,7 @@ async def test_a_correlation_id_already_in_flight_closes_only_that_connection():
         cid = c.send("receive", {"queue": "q", "wait_ms": 20_000})      # parked: cid in flight
         c.next_cid = cid                                                  # reuse it
         c.send("ping")
-        ev = await c.event()
-        assert type(ev) is Goodbye and ev.code == ErrorCode.PROTOCOL_ERROR
-        assert "already in flight" in ev.error["message"]
-        assert await c.reader.read() == b""
+        await expect_goodbye(c, ErrorCode.PROTOCOL_ERROR, "already in flight")
         assert type(await other.call("ping")) is Response               # others unaffected
         await wait_for(lambda: api.receives_cancelled == 1)              # its parked poll ended
         await other.close()
@@ -309,10 +303,7 @@ async def test_a_frame_left_incomplete_is_closed_after_the_frame_timeout_but_idl
         idle = await RawClient.connect(server)                           # between frames
         stalled = await RawClient.connect(server)
         stalled.writer.write(struct.pack(">I", 100) + b"\x93\x02")       # 6 of 104 bytes
-        ev = await stalled.event()
-        assert type(ev) is Goodbye and ev.code == ErrorCode.PROTOCOL_ERROR
-        assert "incomplete" in ev.error["message"]
-        assert await stalled.reader.read() == b""
+        await expect_goodbye(stalled, ErrorCode.PROTOCOL_ERROR, "incomplete")
         # The idle connection outlived the frame timeout (the stalled one took longer than it).
         assert type(await idle.call("ping")) is Response
         assert server.stats.protocol_errors == 1
@@ -325,28 +316,16 @@ async def test_a_frame_left_incomplete_is_closed_after_the_frame_timeout_but_idl
 async def test_a_receive_cancelled_before_it_started_still_lets_the_connection_finish():
     """Data and EOF in one read (uvloop delivers both before any task runs): the long poll is
     cancelled before its task ran a step; the connection must still finish and close."""
+    from benchmarks.bench_request_path import MemoryTransport
     from qnode.frontend.connection import ServerConnection
     from qnode.protocol.framing import encode_frame
-
-    class Transport:
-        closed = False
-        def write(self, data): pass
-        def writelines(self, chunks): pass
-        def get_write_buffer_size(self): return 0
-        def set_write_buffer_limits(self, high, low): pass
-        def pause_reading(self): pass
-        def resume_reading(self): pass
-        def get_extra_info(self, name, default=None): return ("127.0.0.1", 1) if name == "peername" else default
-        def is_closing(self): return self.closed
-        def close(self): self.closed = True
-        def abort(self): self.closed = True
 
     api = FakeApi()
     server = await start_server(api)
     try:
         await api.create_queue("q")
         conn = ServerConnection(server)
-        transport = Transport()
+        transport = MemoryTransport(lambda data: None)
         conn.connection_made(transport)
         conn.data_received(encode_frame([0, 1, None, "t"]))                       # HELLO
         conn.data_received(encode_frame([2, 1, "receive", {"queue": "q", "wait_ms": 20_000}, None]))
