@@ -388,6 +388,24 @@ class SegmentedLog:
         self._active_size = SEGMENT_HEADER_SIZE
         self._segments.append(base)
 
+    def _replace_segment(self, path: str, data: bytes) -> None:
+        """Durably replace the active segment at `path` by `data` (temp file, fsync, rename,
+        fsync dir) and reopen it as the active handle."""
+        fs = self._fs
+        temp = self._path(SEGMENT_TEMP_NAME)
+        if fs.exists(temp):
+            fs.remove(temp)
+        handle = fs.open(temp, create=True)
+        fs.append(handle, data)
+        self._fsync(handle)
+        fs.close(handle)
+        if self._handle is not None:
+            fs.close(self._handle)
+            self._handle = None
+        fs.rename(temp, path)
+        self._fsync_dir()
+        self._handle = fs.open(path)
+
     def truncate_after(self, lsn: int) -> None:
         """Drop every record with LSN > lsn, durably (Raft log suffix truncation).
 
@@ -429,22 +447,24 @@ class SegmentedLog:
                     break
                 cut_offset, batch_first = offset, first
         keep = [(r.kind, r.body) for r in scan.records if batch_first <= r.lsn <= lsn]
-        fs.truncate(self._handle, cut_offset)
-        self._active_size = cut_offset
-        self._last_lsn = batch_first - 1
-        self._durable_lsn = min(self._durable_lsn, self._last_lsn)
+        assert batch_first + len(keep) - 1 == lsn, (batch_first, len(keep), lsn)
+        durable = min(self._durable_lsn, batch_first - 1)
         if keep:
-            # Known window (docs/design/wal.md): between this fsync and the next, records
-            # batch_first..lsn are not on disk; a crash there loses them.
-            self._fsync(self._handle)
+            # The cut splits a batch: its records <= lsn must be rewritten as a batch of their
+            # own. Cutting in place would leave them nowhere between the cut and the rewrite,
+            # so the segment is rebuilt under a temp name and renamed over the old one: a
+            # crash leaves the old segment (nothing truncated) or the new one, never a gap.
             chunks: list[bytes] = [b""]
             size = encode_records_into(chunks, batch_first, keep)
-            chunks[0] = encode_batch_header(batch_first, self._durable_lsn, len(keep), size)
-            fs.append(self._handle, b"".join(chunks))
-            self._active_size += BATCH_RECORD_SIZE + size
-            self._last_lsn = batch_first + len(keep) - 1
-        assert self._last_lsn == lsn, (self._last_lsn, lsn)
-        self._fsync(self._handle)
+            chunks[0] = encode_batch_header(batch_first, durable, len(keep), size)
+            self._replace_segment(path, fs.read(path)[:cut_offset] + b"".join(chunks))
+            self._active_size = cut_offset + BATCH_RECORD_SIZE + size
+        else:
+            # At a batch boundary a cut is all or nothing: the old tail or none of it.
+            fs.truncate(self._handle, cut_offset)
+            self._fsync(self._handle)
+            self._active_size = cut_offset
+        self._last_lsn = lsn
         self._durable_lsn = lsn
         self._declared_lsn = min(self._declared_lsn, lsn)
         log.info("wal: truncated after lsn", extra={"lsn": lsn, "path": path})

@@ -6,7 +6,8 @@ written that holds every synced record, starting right after the checkpoint. Met
 `random.Random(seed)` drives the operations and the MemFs crash model; a failing seed replays
 exactly (`pytest -k 'seed_454'`). Seed 454 once found a roll onto an existing segment name.
 With `mid_op_crashes`, an armed MemFs also cuts the power inside an operation (between the file
-calls of a write, roll, sync, marker or checkpoint). The default run covers 600 seeds each way;
+calls of a write, roll, sync, marker, checkpoint or suffix truncation; a truncation cut short
+may leave the old suffix, never lose a record at or below its LSN). The default run covers 600 seeds each way;
 the `slow` one 20,000.
 """
 
@@ -58,6 +59,10 @@ class _ArmedFs(MemFs):
         self._tick()
         return super().fsync_dir(directory)
 
+    def truncate(self, handle, size):
+        self._tick()
+        return super().truncate(handle, size)
+
     def rename(self, src, dst):
         self._tick()
         return super().rename(src, dst)
@@ -68,9 +73,7 @@ class _ArmedFs(MemFs):
 
 
 def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
-    """Run one seed; with `mid_op_crashes`, power may also fail inside write, sync, marker
-    and checkpoint operations (not inside truncate_after, whose documented window would lose
-    the rewritten records)."""
+    """Run one seed; with `mid_op_crashes`, power may also fail inside any operation."""
     rng = random.Random(seed)
     fs = _ArmedFs()
     written: dict[int, bytes] = {}
@@ -82,13 +85,15 @@ def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
         new_checkpoint = None
         for _ in range(rng.randint(1, 30)):
             r = rng.random()
-            if mid_op_crashes and r < 0.85 and rng.random() < 0.1:
+            if mid_op_crashes and rng.random() < 0.1:
                 fs.countdown = rng.randint(1, 6)
+            floor = [synced]
             try:
-                synced = _step(seglog, rng, r, written, synced)
+                synced = _step(seglog, rng, r, written, synced, floor)
             except PowerLoss:
-                if r >= 0.75:
+                if 0.75 <= r < 0.85:
                     new_checkpoint = seglog.durable_lsn
+                synced = floor[0]     # a cut-short truncation may have dropped the suffix
                 break
             finally:
                 fs.countdown = None
@@ -112,8 +117,9 @@ def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
 
 
 def _step(seglog: SegmentedLog, rng: random.Random, r: float, written: dict[int, bytes],
-          synced: int) -> int:
-    """One operation chosen by `r`; returns the synced LSN after it."""
+          synced: int, floor: list[int]) -> int:
+    """One operation chosen by `r`; returns the synced LSN after it. `floor[0]` is the synced
+    LSN that recovery must keep even if the power fails inside the operation."""
     if r < 0.5:
         first = seglog.last_lsn + 1
         records = [(16, _body(first + i, rng.randint(0, 1500))) for i in range(rng.randint(1, 6))]
@@ -130,6 +136,7 @@ def _step(seglog: SegmentedLog, rng: random.Random, r: float, written: dict[int,
             seglog.write_checkpoint(checkpoint, b"c%d" % checkpoint)
     else:
         lsn = rng.randint(seglog.checkpoint_lsn, max(seglog.checkpoint_lsn, seglog.last_lsn))
+        floor[0] = min(synced, lsn)
         seglog.truncate_after(lsn)
         for gone in [x for x in written if x > lsn]:
             del written[gone]

@@ -100,6 +100,72 @@ def test_truncate_after_drops_the_suffix_durably(disk):
     assert replayed(seglog)[-2:] == [(7, body_for(7)), (8, b"new-8")]
 
 
+class _PowerLoss(OSError):
+    pass
+
+
+class _CutFs(MemFs):
+    """MemFs that loses power at its `cut_at`-th mutating call (counted in `calls`)."""
+
+    def __init__(self, cut_at: int | None = None) -> None:
+        super().__init__()
+        self.cut_at, self.calls = cut_at, 0
+
+    def _tick(self) -> None:
+        self.calls += 1
+        if self.cut_at is not None and self.calls >= self.cut_at:
+            raise _PowerLoss(5, "power loss")
+
+    def append(self, handle, data):
+        self._tick()
+        return super().append(handle, data)
+
+    def fsync(self, handle):
+        self._tick()
+        return super().fsync(handle)
+
+    def truncate(self, handle, size):
+        self._tick()
+        return super().truncate(handle, size)
+
+    def rename(self, src, dst):
+        self._tick()
+        return super().rename(src, dst)
+
+    def remove(self, path):
+        self._tick()
+        return super().remove(path)
+
+    def fsync_dir(self, directory):
+        self._tick()
+        return super().fsync_dir(directory)
+
+
+@pytest.mark.parametrize("lsn", [7, 9])      # splits the batch 7..9; at its end
+def test_power_loss_inside_truncate_after_never_loses_records_up_to_lsn(lsn):
+    def prepared(cut_at=None):
+        fs = _CutFs()
+        seglog = open_log(fs, "/w")
+        write_records(seglog, 12, per_batch=3)        # synced: batches 1-3, 4-6, 7-9, 10-12
+        fs.calls, fs.cut_at = 0, cut_at
+        return fs, seglog
+
+    fs, seglog = prepared()
+    seglog.truncate_after(lsn)
+    calls = fs.calls
+    assert calls >= 2
+    for cut_at in range(1, calls + 1):
+        fs, seglog = prepared(cut_at)
+        with pytest.raises(_PowerLoss):
+            seglog.truncate_after(lsn)
+        fs.cut_at = None
+        fs.crash(random.Random(cut_at))
+        got = replayed(open_log(fs, "/w"))
+        # Either the truncation happened or it did not; records <= lsn are there either way.
+        assert got in ([(x, body_for(x)) for x in range(1, lsn + 1)],
+                       [(x, body_for(x)) for x in range(1, 13)]), cut_at
+
+
 @pytest.mark.parametrize("lsn", [0, 3, 4, 5, 6])
 def test_truncate_after_at_every_boundary(disk, lsn):
     fs, d = disk
