@@ -33,7 +33,9 @@ purge_interval_ms = 60_000                # SQS: one PurgeQueue per 60 s per que
 # --- queue engine memory ---------------------------------------------------------------------
 queue_backlog_count_max = 10_000_000      # messages stored in one queue before QueueFull
 queue_backlog_size_max = 4 * GIB          # body bytes stored in one queue before QueueFull
-node_memory_budget_size = 8 * GIB         # body bytes across all queues on a node before QueueFull
+node_memory_budget_size = 8 * GIB         # bodies + overheads of all stored messages before QueueFull
+message_overhead_size = 600               # RAM of a stored message beyond its body (measured ~555
+                                          # in flight; tests/unit/backend/test_memory_budget.py)
 waiters_per_queue_max = 10_000            # parked long polls per queue before TooManyWaiters
 queue_full_retry_after_ms = 100           # hint sent with QueueFull
 

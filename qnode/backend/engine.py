@@ -156,10 +156,17 @@ class MoveTaskState:
 
 
 class _Usage:
-    __slots__ = ("bytes",)
+    """What the node's stored messages weigh: body bytes and message count. The memory budget
+    charges each message its body plus limits.message_overhead_size (its objects and index
+    entries), so a million 1-byte messages are not taken for 1 MB."""
+    __slots__ = ("bytes", "count")
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.count = 0
+
+    def charged(self) -> int:
+        return self.bytes + self.count * limits.message_overhead_size
 
 
 _TRACE = "AWSTraceHeader"
@@ -236,6 +243,7 @@ class Engine:
                     m.state = PENDING
                     q.add(m)
                     self._usage.bytes += m.size
+                    self._usage.count += 1
                     self._place(q, m, now_ms, restoring=True)
             else:
                 self._rebuild_standard(q, msgs, now_ms)
@@ -281,6 +289,7 @@ class Engine:
         q.counts = counts
         q.bytes = size
         self._usage.bytes += size
+        self._usage.count += len(msgs)
 
     def apply_record(self, kind: int, body: bytes) -> None:
         """Replay one WAL record (recovery only, before `start`). Unknown kinds are ignored
@@ -633,8 +642,10 @@ class Engine:
         plain = not q.fifo and q.delay_ms == 0
         size_min, size_max = limits.message_size_min, q.size_max
         cfg = self.config
-        count_max, qsize_max, node_max = (cfg.queue_backlog_count_max, cfg.queue_backlog_size_max,
-                                          cfg.node_memory_budget_size)
+        count_max, qsize_max = cfg.queue_backlog_count_max, cfg.queue_backlog_size_max
+        # Node budget left for bodies, after every stored message's and this one's overhead.
+        overhead = limits.message_overhead_size
+        node_max = cfg.node_memory_budget_size - overhead
         usage = self._usage
         durable = q.durability != "memory"
         fsync = q.durability == "fsync"
@@ -647,7 +658,8 @@ class Engine:
                     and e.dedup_id is None):
                 size = len(body)
                 if (size_min <= size <= size_max and len(messages) < count_max
-                        and q.bytes + size <= qsize_max and usage.bytes + size <= node_max):
+                        and q.bytes + size <= qsize_max
+                        and usage.bytes + usage.count * overhead + size <= node_max):
                     seq = self._next_seq
                     self._next_seq = seq + 1
                     mid = self._new_id()
@@ -656,6 +668,7 @@ class Engine:
                                 0, 0, None, None, 0, None, None, size)
                     q.add(m)
                     usage.bytes += size
+                    usage.count += 1
                     if durable:
                         raws.append([seq, mid, body, None, md5, None, None, None, now_ms, now_ms,
                                      0, 0, None, None, 0, None, None, size])
@@ -711,6 +724,7 @@ class Engine:
                     visible_at, 0, 0, group_id, dedup_id, seq if q.fifo else 0, None, None, size)
         q.add(m)
         self._usage.bytes += size
+        self._usage.count += 1
         if visible_at > now_ms:
             q.scheduled[mid] = m
         if q.durability != "memory":
@@ -774,7 +788,8 @@ class Engine:
         cfg = self.config
         if (len(q.messages) >= cfg.queue_backlog_count_max
                 or q.bytes + size > cfg.queue_backlog_size_max
-                or self._usage.bytes + size > cfg.node_memory_budget_size):
+                or self._usage.charged() + size + limits.message_overhead_size
+                > cfg.node_memory_budget_size):
             raise QueueFull(f"queue {q.name} is full", retry_after_ms=cfg.queue_full_retry_after_ms)
 
     def receive(self, name: str, max_count: int, wait_ms: int | None,
@@ -993,6 +1008,7 @@ class Engine:
             m = messages.get(seq)
             if m is not None and m.receive_count == count and (m.state == READY or m.state == INFLIGHT):
                 usage.bytes -= m.size                         # = self._drop (state is not GONE)
+                usage.count -= 1
                 q.drop(m)
                 # Deleted for good: nothing reads the body again, but stale timer-heap entries
                 # keep `m` until compaction (up to timers_compact_min of them): not its body.
@@ -1101,6 +1117,7 @@ class Engine:
                        m.reason if keep_source else None, m.size)
         dst.add(copy)
         self._usage.bytes += copy.size
+        self._usage.count += 1
         if src.durability != "memory" or dst.durability != "memory":
             self._log(rec.MOVE, [src.queue_id, dst.queue_id, [[m.seq, rec.encode_message(copy)]]])
         if dst.durability == "fsync":
@@ -1207,7 +1224,9 @@ class Engine:
 
     def _uninstall_queue(self, q: Queue) -> None:
         q.deleted = True
-        self._usage.bytes -= q.bytes
+        self._usage.bytes -= q.bytes                # 0 during replay: start() counts usage
+        if self._started:
+            self._usage.count -= len(q.messages)
         del self._queues[q.name]
         del self._by_id[q.queue_id]
         del self._by_arn[q.arn]
@@ -1267,6 +1286,7 @@ class Engine:
     def _drop(self, q: Queue, m: Message) -> None:
         if m.state != GONE:
             self._usage.bytes -= m.size
+            self._usage.count -= 1
             q.drop(m)
 
     def _place(self, q: Queue, m: Message, now_ms: int, restoring: bool = False) -> None:
@@ -1390,12 +1410,14 @@ class Engine:
         self._check_invariants()
 
     def _check_invariants(self) -> None:
-        total = 0
+        total = count = 0
         for q in self._queues.values():
             q.check()
             total += q.bytes
+            count += len(q.messages)
             assert q.waiter_count == sum(1 for w in q.waiters if not w.done), q.name
         assert total == self._usage.bytes, (total, self._usage.bytes)
+        assert count == self._usage.count, (count, self._usage.count)
 
     def persistent_state(self) -> dict:
         """A comparable view of everything that must survive a restart (tests)."""

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from qnode import limits
 from qnode.backend.engine import EngineConfig
 from qnode.backend.md5 import md5_of_attributes
 from qnode.frontend.api import MessageAttribute, SendEntry
@@ -294,7 +295,7 @@ def test_inflight_cap_is_over_limit() -> None:
 
 
 def test_backlog_and_memory_caps_are_queue_full() -> None:
-    h = Harness(EngineConfig(queue_backlog_count_max=2, node_memory_budget_size=100))
+    h = Harness(EngineConfig(queue_backlog_count_max=2, node_memory_budget_size=100_000))
     h.create("q")
     h.send_body("q", b"a")
     h.send_body("q", b"b")
@@ -302,8 +303,27 @@ def test_backlog_and_memory_caps_are_queue_full() -> None:
     assert isinstance(err, QueueFull)
     assert err.retriable and err.retry_after_ms == 100
     h.create("big")
-    [err] = h.send("big", SendEntry(b"x" * 99))
+    [err] = h.send("big", SendEntry(b"x" * 99_000))
     assert isinstance(err, QueueFull)
+
+
+def test_memory_budget_charges_each_message_its_overhead() -> None:
+    # Bodies alone (3 bytes) would fit a budget of a few KiB any number of times; with the
+    # per-message overhead, three 1-byte messages fill it and the fourth is refused.
+    overhead = limits.message_overhead_size
+    h = Harness(EngineConfig(node_memory_budget_size=3 * (overhead + 1)))
+    h.create("q")
+    for body in (b"a", b"b"):
+        h.send_body("q", body)
+    [ok] = h.send("q", SendEntry(b"c", delay_ms=0))            # the general send path
+    assert not isinstance(ok, Exception), ok
+    for entry in (SendEntry(b"d"), SendEntry(b"d", delay_ms=0)):     # fast path, general path
+        [err] = h.send("q", entry)
+        assert isinstance(err, QueueFull)
+    # Deleting one message frees its body and its overhead.
+    [m] = h.recv("q", 1)
+    h.delete("q", m.receipt)
+    h.send_body("q", b"e")
 
 
 def test_tags_and_permissions_policy(h: Harness) -> None:
