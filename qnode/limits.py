@@ -61,6 +61,7 @@ wal_batch_size_max = 8 * MIB              # one write()+fdatasync covers at most
 wal_pending_size_max = 256 * MIB          # appended but not yet durable before appends are refused
 wal_record_size_max = 2 * MIB             # one record: a 1 MiB message plus attributes and header
 wal_disk_reserve_size = 256 * MIB         # refuse writes with DiskFull below this much free space
+wal_preallocate_size = 1 * MIB            # zeros kept written ahead of the WAL tail (fdatasync without a journal commit)
 wal_checkpoint_log_size_min = 256 * MIB   # checkpoint when the log exceeds this ..
 wal_checkpoint_live_ratio = 2             # .. and is more than this many times the live data
 
@@ -70,6 +71,7 @@ assert frame_size_max >= batch_size_max + 64 * KIB + frame_header_size
 assert wal_record_size_max >= message_size_max + 64 * KIB
 assert wal_batch_size_max >= wal_record_size_max
 assert wal_segment_size_max >= wal_batch_size_max
+assert wal_preallocate_size <= wal_disk_reserve_size
 assert wal_pending_size_max >= wal_batch_size_max
 assert inflight_requests_per_connection_low < inflight_requests_per_connection_max
 assert outbound_pending_size_high < outbound_pending_size_max

@@ -1,8 +1,14 @@
 """The small file interface the WAL writes through, a real one and an in-memory crashable one.
 
 `FileSystem` is what `SegmentedLog` needs and nothing more: append-only files addressed by an
-opaque handle, whole-file reads by path, directory listing, rename, remove, fsync of a file and
-of a directory, and free space. Paths are plain POSIX strings.
+opaque handle, zeros written ahead of a file's tail (`preallocate`), whole-file reads by path,
+directory listing, rename, remove, fsync of a file and of a directory, and free space. Paths are
+plain POSIX strings.
+
+A handle appends at its own end: the file's size when it was opened, advanced by each append
+and reset by `truncate`. `preallocate` writes zeros after that end without moving it, so the
+appends that follow overwrite blocks that already exist and an fdatasync of them has no new
+size or extent to commit to the file system's journal (docs/design/wal.md, "Preallocation").
 
 - `RealFs`: real files; `fsync` is `os.fdatasync` (data plus the size needed to read it back),
   `fsync_dir` fsyncs the directory so created, renamed and removed names are durable.
@@ -11,7 +17,9 @@ of a directory, and free space. Paths are plain POSIX strings.
   promotes the directory's names. `crash(rng)` forgets every non-durable name and byte, except
   that the non-durable tail of a file may partly survive: nothing, all of it, a random prefix, or
   a random subset of its 4 KiB pages (out-of-order page writeback; lost pages read as zeros when
-  the size survived). Deterministic for a given `random.Random`: files are visited in sorted order.
+  the size survived). Bytes overwritten in place since the last fsync (appends over preallocated
+  zeros) tear the same way, page by page: each page holds its old or its new content.
+  Deterministic for a given `random.Random`: files are visited in sorted order.
   `fsync_error` injects an I/O error into the next fsyncs (the EIO path).
 
 Invariant (MemFs): durable bytes are never lost by a crash; a name is durable only after
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 4096
 
-FileHandle = Any   # opaque: an int fd for RealFs, a _MemHandle for MemFs
+FileHandle = Any   # opaque: a _RealHandle for RealFs, a _MemHandle for MemFs
 
 
 class FileSystem(Protocol):
@@ -41,16 +49,24 @@ class FileSystem(Protocol):
     def list(self, directory: str) -> list[str]: ...           # sorted file names
     def exists(self, path: str) -> bool: ...
     def open(self, path: str, *, create: bool = False) -> FileHandle: ...  # create: must not exist
-    def append(self, handle: FileHandle, data: bytes) -> None: ...         # all of it, at the end
+    def append(self, handle: FileHandle, data: bytes) -> None: ...         # all of it, at the handle's end
+    def preallocate(self, handle: FileHandle, size: int) -> int: ...       # zeros after the end; bytes written
     def fsync(self, handle: FileHandle) -> None: ...
     def truncate(self, handle: FileHandle, size: int) -> None: ...
-    def size(self, handle: FileHandle) -> int: ...
+    def size(self, handle: FileHandle) -> int: ...                         # the handle's end
     def close(self, handle: FileHandle) -> None: ...
     def read(self, path: str) -> bytes: ...                     # the whole file
     def remove(self, path: str) -> None: ...
     def rename(self, src: str, dst: str) -> None: ...           # atomic, replaces dst
     def fsync_dir(self, directory: str) -> None: ...
     def free_bytes(self, directory: str) -> int: ...
+
+
+@dataclass(slots=True, eq=False)
+class _RealHandle:
+    fd: int
+    end: int            # where the next append goes
+    zeroed_end: int     # zeros written by preallocate reach this offset
 
 
 class RealFs:
@@ -65,31 +81,39 @@ class RealFs:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
-    def open(self, path: str, *, create: bool = False) -> int:
-        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    def open(self, path: str, *, create: bool = False) -> _RealHandle:
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
         if create:
             flags |= os.O_CREAT | os.O_EXCL
-        return os.open(path, flags, 0o644)
+        fd = os.open(path, flags, 0o644)
+        size = os.fstat(fd).st_size
+        return _RealHandle(fd, size, size)
 
-    def append(self, handle: int, data: bytes) -> None:
-        view = memoryview(data)
-        # Bounded: each write makes progress or raises.
-        while view:
-            written = os.write(handle, view)
-            assert written > 0
-            view = view[written:]
+    def append(self, handle: _RealHandle, data: bytes) -> None:
+        _pwrite_all(handle.fd, data, handle.end)
+        handle.end += len(data)
 
-    def fsync(self, handle: int) -> None:
-        os.fdatasync(handle)
+    def preallocate(self, handle: _RealHandle, size: int) -> int:
+        start = max(handle.end, handle.zeroed_end)
+        stop = handle.end + size
+        if stop <= start:
+            return 0
+        _pwrite_all(handle.fd, bytes(stop - start), start)
+        handle.zeroed_end = stop
+        return stop - start
 
-    def truncate(self, handle: int, size: int) -> None:
-        os.ftruncate(handle, size)
+    def fsync(self, handle: _RealHandle) -> None:
+        os.fdatasync(handle.fd)
 
-    def size(self, handle: int) -> int:
-        return os.fstat(handle).st_size
+    def truncate(self, handle: _RealHandle, size: int) -> None:
+        os.ftruncate(handle.fd, size)
+        handle.end = handle.zeroed_end = size
 
-    def close(self, handle: int) -> None:
-        os.close(handle)
+    def size(self, handle: _RealHandle) -> int:
+        return handle.end
+
+    def close(self, handle: _RealHandle) -> None:
+        os.close(handle.fd)
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -123,7 +147,18 @@ class _Inode:
 class _MemHandle:
     inode: _Inode
     path: str
+    end: int                 # where the next append goes
     closed: bool = False
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    # Bounded: each write makes progress or raises.
+    while view:
+        written = os.pwrite(fd, view, offset)
+        assert written > 0
+        view = view[written:]
+        offset += written
 
 
 def _norm(path: str) -> str:
@@ -190,13 +225,31 @@ class MemFs:
             self._entries[p] = _Inode()
         elif p not in self._entries:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
-        return _MemHandle(self._entries[p], p)
+        inode = self._entries[p]
+        return _MemHandle(inode, p, len(inode.data))
 
     def append(self, handle: _MemHandle, data: bytes) -> None:
         assert not handle.closed
-        if self._used_size() + len(data) > self.capacity_size:
+        self._write_at(handle, handle.end, data)
+        handle.end += len(data)
+
+    def preallocate(self, handle: _MemHandle, size: int) -> int:
+        assert not handle.closed
+        start = max(handle.end, len(handle.inode.data))
+        stop = handle.end + size
+        if stop <= start:
+            return 0
+        self._write_at(handle, start, bytes(stop - start))
+        return stop - start
+
+    def _write_at(self, handle: _MemHandle, offset: int, data: bytes) -> None:
+        inode = handle.inode
+        grow = max(0, offset + len(data) - len(inode.data))
+        if self._used_size() + grow > self.capacity_size:
             raise OSError(errno.ENOSPC, "no space left on device")
-        handle.inode.data += data
+        if offset > len(inode.data):
+            inode.data += bytes(offset - len(inode.data))
+        inode.data[offset:offset + len(data)] = data
 
     def fsync(self, handle: _MemHandle) -> None:
         assert not handle.closed
@@ -208,9 +261,12 @@ class MemFs:
         assert not handle.closed
         assert 0 <= size
         del handle.inode.data[size:]
+        if size > len(handle.inode.data):
+            handle.inode.data += bytes(size - len(handle.inode.data))
+        handle.end = size
 
     def size(self, handle: _MemHandle) -> int:
-        return len(handle.inode.data)
+        return handle.end
 
     def close(self, handle: _MemHandle) -> None:
         handle.closed = True
@@ -267,8 +323,10 @@ def _crash_image(inode: _Inode, rng: random.Random) -> bytes:
     if data == durable:
         return durable
     if not data.startswith(durable):
-        # A truncate that was never fsynced: either outcome is possible.
-        return durable if rng.random() < 0.5 else data
+        if durable.startswith(data):
+            # A truncate that was never fsynced: either outcome is possible.
+            return durable if rng.random() < 0.5 else data
+        return _overwrite_crash_image(durable, data, rng)
     pending_start = len(durable)
     mode = rng.randrange(4)
     if mode == 0:                                  # nothing of the tail reached the disk
@@ -291,3 +349,26 @@ def _crash_image(inode: _Inode, rng: random.Random) -> bytes:
             image[lo:hi] = bytes(hi - lo)
     size_survived = rng.random() < 0.5
     return bytes(image if size_survived else image[:kept_end])
+
+
+def _overwrite_crash_image(durable: bytes, data: bytes, rng: random.Random) -> bytes:
+    """Crash image of a file whose durable bytes were overwritten in place (and maybe grown or
+    shrunk): each changed page holds its old or its new content, in order or not; the size is
+    the old one or the new one."""
+    size = len(data) if rng.random() < 0.5 else len(durable)
+    longest = max(len(durable), len(data))
+    old = durable.ljust(longest, b"\0")
+    new = data.ljust(longest, b"\0")
+    changed = [page for page in range((longest + PAGE_SIZE - 1) // PAGE_SIZE)
+               if old[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] != new[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]]
+    mode = rng.randrange(3)
+    if mode == 0:                                   # in-order writeback reached a random page
+        reached = set(changed[: rng.randint(0, len(changed))])
+    elif mode == 1:                                 # all of it
+        reached = set(changed)
+    else:                                           # a random subset of the pages
+        reached = {page for page in changed if rng.random() < 0.5}
+    image = bytearray(old)
+    for page in reached:
+        image[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] = new[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+    return bytes(image[:size])

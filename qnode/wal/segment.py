@@ -6,12 +6,15 @@ A segment file is `<base LSN, 20 digits>.wal` = segment header, then whole batch
       magic 8s "QNODEWAL" | version u16 | reserved u16 | cluster_id u64 | node_id u64
       | base_lsn u64 | header_crc u32 (CRC32C of the 36 bytes before it)
     batch: KIND_BATCH record, then `record_count` user records with consecutive LSNs
+    then, possibly, zeros to the end of the file (preallocated space, see `fs.preallocate`)
 
 Invariants a valid segment satisfies (checked by `scan_segment`, never assumed):
 - the header CRC verifies, the magic and version are ours, the cluster and node ids match the
   opener's, and base_lsn equals the LSN in the file name;
 - the first batch starts at base_lsn and LSNs are consecutive across batches;
-- each batch holds exactly the records and bytes its header declares.
+- each batch holds exactly the records and bytes its header declares;
+- what follows the last batch, if anything, is zeros only. A record header is never all zeros
+  (its CRC of zeros is not zero), so a zero run at a batch boundary cannot be a batch.
 
 Pure: works on bytes already read; no I/O, no clock. Never raises on bad bytes: the scan reports
 what it found and `recovery.py` decides what to do about it.
@@ -102,6 +105,7 @@ class SegmentScan:
     lsn_problem: Damage | None = None     # a valid record whose LSN breaks the sequence
     declared_durable_lsn: int = 0         # max durable_lsn over every valid batch header found
     batches_after_damage: int = 0         # valid batch headers found by resync after the damage
+    zero_tail: int = 0                    # bytes of zeros after the last batch (preallocated)
     records: list[Record] = field(default_factory=list)   # only when collected
     batch_starts: list[tuple[int, int]] = field(default_factory=list)  # (offset, first lsn); collected
 
@@ -165,7 +169,10 @@ def _scan_batch(data: bytes, pos: int, end: int, scan: SegmentScan, collect: boo
     """Scan the batch at `pos`; on success advance scan.valid_end/next_lsn. True: stop scanning."""
     first = decode_record(data, pos, end)
     if isinstance(first, Damage):
-        scan.damage = first
+        if data.count(0, pos, end) == end - pos:      # preallocated zeros: the clean end
+            scan.zero_tail = end - pos
+        else:
+            scan.damage = first
         return True
     if first.kind != KIND_BATCH:
         scan.damage = Damage(pos, f"expected a batch header, found kind {first.kind}")

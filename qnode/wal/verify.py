@@ -36,6 +36,7 @@ class SegmentReport:
     record_count: int
     row: str              # recovery table row
     reason: str
+    preallocated: int = 0  # zero bytes after the last batch (written ahead by the WAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ def verify_dir(path: str, repair: bool = False, *, fs: FileSystem | None = None)
     for scan, verdict in zip(scans, verdicts):
         reports.append(SegmentReport(segment_name(scan.base_lsn), states[verdict.decision],
                                      verdict.offset, scan.base_lsn, scan.last_lsn,
-                                     scan.record_count, verdict.row, verdict.reason))
+                                     scan.record_count, verdict.row, verdict.reason,
+                                     scan.zero_tail))
     repaired: list[str] = []
     if repair:
         repaired = _repair(fs, directory, scans, verdicts)
@@ -140,7 +142,8 @@ def format_report(report: VerifyReport) -> list[str]:
         lines.append(f"checkpoint invalid: {report.checkpoint_problem}")
     for s in report.segments:
         if s.state == "ok":
-            what = f"ok ({s.record_count} records, lsn {s.first_lsn}..{s.last_lsn})"
+            zeros = f", {s.preallocated} bytes preallocated" if s.preallocated else ""
+            what = f"ok ({s.record_count} records, lsn {s.first_lsn}..{s.last_lsn}{zeros})"
         elif s.state == "torn_tail":
             what = f"torn tail at offset {s.offset}: {s.reason}"
         elif s.state == "corrupt":

@@ -13,7 +13,10 @@ under load fsyncs run back to back and a record waits for at most the fsync in p
 own. Waiters (`sync(lsn)`) sit in a heap by LSN and are woken, on the loop, by the completion that
 covers them; `on_durable` callbacks run after every fsync. When the WAL stays idle for
 MARKER_DELAY_S (and at close), the thread appends a durability marker (an empty batch, no fsync)
-so that the last acknowledged batch is declared durable like every earlier one.
+so that the last acknowledged batch is declared durable like every earlier one. Whenever the
+thread finds no job waiting after a batch, it tops up the zeros preallocated ahead of the tail
+(`SegmentedLog.preallocate`), so that batches overwrite existing blocks and their fdatasync has
+no journal commit to wait for.
 
 Why a hand-rolled thread and not a ThreadPoolExecutor: every hop between the loop and the thread
 costs GIL hand-offs (futex calls) on a busy 2-core box; an executor round trip per batch plus the
@@ -67,6 +70,7 @@ class WalConfig:
     batch_size_max: int = limits.wal_batch_size_max         # bytes per write+fdatasync
     pending_size_max: int = limits.wal_pending_size_max     # appended, not durable: then Busy
     disk_reserve_size: int = limits.wal_disk_reserve_size   # free space kept: then DiskFull
+    preallocate_size: int = limits.wal_preallocate_size     # zeros kept ahead of the tail; 0: none
     fsync: bool = True    # False only for tests/benchmarks that say so: nothing is durable
 
     def validate(self) -> list[str]:
@@ -79,6 +83,8 @@ class WalConfig:
             problems.append("pending_size_max must be >= batch_size_max")
         if self.disk_reserve_size < 0:
             problems.append("disk_reserve_size must be >= 0")
+        if self.preallocate_size < 0:
+            problems.append("preallocate_size must be >= 0")
         return problems
 
 
@@ -148,7 +154,7 @@ class Wal:
             raise
         wal = cls(seglog, config, thread, loop, free)
         thread.start_batches(wal._write_and_sync, wal._on_batch_done,
-                             config.batch_size_max - BATCH_RECORD_SIZE)
+                             config.batch_size_max - BATCH_RECORD_SIZE, wal._preallocate)
         return wal
 
     # --- start-up ----------------------------------------------------------------------------
@@ -318,6 +324,11 @@ class Wal:
         durable = self._log.sync()
         fsync_s = time.perf_counter() - started
         return durable, size, self._thread.free_after(self._log, size), fsync_s
+
+    def _preallocate(self) -> None:
+        """On the WAL thread, between batches: keep zeros written ahead of the tail."""
+        if self._config.preallocate_size:
+            self._log.preallocate(self._config.preallocate_size)
 
     def _on_batch_done(self, result: tuple[int, int, int, float] | None,
                        exc: BaseException | None, batches: int) -> None:
@@ -505,6 +516,7 @@ class _WalThread:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()   # bounded by the WAL's pending_size_max
         self._write_and_sync: Callable[..., tuple[int, int, int, float]] | None = None
         self._on_done: Callable[..., None] | None = None
+        self._between_batches: Callable[[], None] | None = None
         self._coalesce_size_max = 0
         self._failed = False
         self._statfs_free = 0            # the last statfs of the WAL's file system
@@ -514,10 +526,13 @@ class _WalThread:
         self._thread.start()
 
     def start_batches(self, write_and_sync: Callable[..., tuple[int, int, int, float]],
-                      on_done: Callable[..., None], coalesce_size_max: int) -> None:
-        """Set where batches go; call before the first `submit_batch`."""
+                      on_done: Callable[..., None], coalesce_size_max: int,
+                      between_batches: Callable[[], None]) -> None:
+        """Set where batches go, and what runs when no batch waits; call before the first
+        `submit_batch`."""
         self._write_and_sync = write_and_sync
         self._on_done = on_done
+        self._between_batches = between_batches
         self._coalesce_size_max = coalesce_size_max
 
     def submit_batch(self, records: list[tuple[int, bytes]], last_lsn: int, size: int) -> None:
@@ -596,6 +611,13 @@ class _WalThread:
             self._post(self._on_done, None, exc, batches)
             return
         self._post(self._on_done, result, None, batches)
+        if self._jobs.empty():
+            assert self._between_batches is not None
+            try:
+                self._between_batches()
+            except BaseException as exc:   # EIO on the fsync of the zeros: the WAL fails with it
+                self._failed = True
+                self._post(self._on_done, None, exc, 0)
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
         try:

@@ -3,7 +3,8 @@
 Goal: after any crash, recovery opens the log, and replay is a prefix of what was written (after
 suffix truncations) that contains at least every synced record (STYLE.md §2.3 "after a crash, WAL replay equals the
 durable state"); the log stays appendable across repeated crashes. Method: drive SegmentedLog
-directly over MemFs with operations (write, sync, checkpoint, truncate_after, durability marker) drawn by hypothesis; `MemFs.crash(random.Random(seed))` keeps
+directly over MemFs with operations (write, sync, checkpoint, truncate_after, durability marker,
+preallocation of zeros that later writes overwrite in place) drawn by hypothesis; `MemFs.crash(random.Random(seed))` keeps
 durable bytes and may keep nothing, all, a prefix or a random page subset of the rest.
 """
 
@@ -24,6 +25,7 @@ ops = st.lists(
         st.tuples(st.just("checkpoint"), st.none()),
         st.tuples(st.just("truncate"), st.floats(min_value=0, max_value=1)),
         st.tuples(st.just("marker"), st.none()),
+        st.tuples(st.just("preallocate"), st.integers(min_value=0, max_value=9000)),
     ),
     min_size=1, max_size=25,
 )
@@ -58,6 +60,8 @@ def test_replay_after_crash_is_a_prefix_holding_every_synced_record(rounds):
                 synced_lsn = seglog.sync()
             elif op == "marker":
                 seglog.write_durability_marker()
+            elif op == "preallocate":
+                seglog.preallocate(arg)
             elif op == "truncate":
                 # Raft suffix truncation: anywhere between the checkpoint and the end.
                 floor = seglog.checkpoint_lsn

@@ -134,3 +134,65 @@ def test_memfs_capacity_and_injected_errors():
         fs.fsync(h)
     with pytest.raises(OSError):
         fs.fsync_dir("/d")
+
+
+def test_contract_preallocate_writes_zeros_after_the_end_without_moving_it(disk):
+    fs, d = disk
+    fs.makedirs(d)
+    h = fs.open(f"{d}/f", create=True)
+    fs.append(h, b"abc")
+    assert fs.preallocate(h, 100) == 100           # zeros over [3, 103)
+    assert fs.size(h) == 3
+    assert fs.read(f"{d}/f") == b"abc" + bytes(100)
+    fs.append(h, b"de")                            # overwrites zeros, the file does not grow
+    assert fs.read(f"{d}/f") == b"abcde" + bytes(98)
+    assert fs.preallocate(h, 50) == 0              # [5, 55) is zeros already
+    assert fs.preallocate(h, 101) == 3             # only [103, 106) is new
+    fs.fsync(h)
+    fs.truncate(h, 5)
+    assert fs.size(h) == 5
+    fs.close(h)
+    assert fs.read(f"{d}/f") == b"abcde"
+    h = fs.open(f"{d}/f")
+    assert fs.size(h) == 5
+    fs.close(h)
+
+
+def test_memfs_crash_tears_an_overwrite_of_durable_zeros_page_by_page():
+    pages = 6
+    new = bytes(range(1, 256)) * (pages * PAGE_SIZE // 255 + 1)
+
+    def image(seed: int) -> bytes:
+        fs = MemFs()
+        fs.makedirs("/d")
+        h = fs.open("/d/f", create=True)
+        fs.append(h, b"H" * 10)
+        fs.preallocate(h, pages * PAGE_SIZE)
+        fs.fsync(h)
+        fs.fsync_dir("/d")
+        fs.append(h, new[: pages * PAGE_SIZE - 10])  # over the zeros, up to the old end
+        fs.crash(random.Random(seed))
+        return fs.read("/d/f")
+
+    images = [image(seed) for seed in range(64)]
+    assert images == [image(seed) for seed in range(64)]
+    size = 10 + pages * PAGE_SIZE
+    after = b"H" * 10 + new[: pages * PAGE_SIZE - 10] + bytes(10)
+    before = b"H" * 10 + bytes(pages * PAGE_SIZE)
+    kinds = set()
+    for data in images:
+        assert len(data) == size                       # the size was durable
+        held = []
+        for p in range(pages + 1):
+            page = data[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]
+            assert page in (before[p * PAGE_SIZE:(p + 1) * PAGE_SIZE], after[p * PAGE_SIZE:(p + 1) * PAGE_SIZE])
+            held.append(page == after[p * PAGE_SIZE:(p + 1) * PAGE_SIZE])
+        if not any(held[:pages]):
+            kinds.add("none")
+        elif all(held):
+            kinds.add("all")
+        elif held[:pages] == sorted(held[:pages], reverse=True):
+            kinds.add("prefix")
+        else:
+            kinds.add("out-of-order")
+    assert kinds == {"none", "all", "prefix", "out-of-order"}

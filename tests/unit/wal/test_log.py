@@ -379,3 +379,75 @@ def test_a_segment_holding_only_a_marker_is_not_rolled_onto_its_own_name(disk):
     seglog.close()
     seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
     assert replayed(seglog) == [(4, body_for(4, SMALL_SEGMENT))]
+
+
+def _file_size(fs, directory, name):
+    handle = fs.open(f"{directory}/{name}")
+    try:
+        return fs.size(handle)        # a fresh handle's end is the whole file
+    finally:
+        fs.close(handle)
+
+
+def test_batches_overwrite_preallocated_zeros_and_a_roll_or_reopen_drops_the_rest(disk):
+    fs, d = disk
+    segment_size = SEGMENT_HEADER_SIZE + 20 * BATCH_SIZE
+    seglog = open_log(fs, d, segment_size_max=segment_size)
+    write_records(seglog, 1)
+    assert seglog.preallocate(8 * BATCH_SIZE) is True
+    (name,) = _segments(fs, d)
+    file_size = SEGMENT_HEADER_SIZE + 9 * BATCH_SIZE
+    assert _file_size(fs, d, name) == file_size
+    write_records(seglog, 5)
+    assert _file_size(fs, d, name) == file_size        # overwritten in place: the file did not grow
+    assert seglog.preallocate(8 * BATCH_SIZE) is False  # more than a quarter is still ahead
+    write_records(seglog, 2)
+    assert seglog.preallocate(8 * BATCH_SIZE) is True   # topped up
+    assert seglog.preallocate(10 ** 9) is True          # capped at the segment size
+    assert _file_size(fs, d, name) == segment_size
+    seglog.close()
+    seglog = open_log(fs, d, segment_size_max=segment_size)    # recovery cuts the zeros
+    assert _file_size(fs, d, name) == SEGMENT_HEADER_SIZE + 8 * BATCH_SIZE
+    assert replayed(seglog) == [(lsn, body_for(lsn)) for lsn in range(1, 9)]
+    seglog.preallocate(4 * BATCH_SIZE)
+    write_records(seglog, 13)                            # rolls after lsn 20
+    first, second = _segments(fs, d)
+    assert _file_size(fs, d, first) == SEGMENT_HEADER_SIZE + 20 * BATCH_SIZE   # sealed: no zeros
+    assert replayed(seglog) == [(lsn, body_for(lsn)) for lsn in range(1, 22)]
+    seglog.close()
+
+
+def test_truncate_after_drops_preallocated_zeros_with_the_suffix(disk):
+    fs, d = disk
+    seglog = open_log(fs, d)
+    write_records(seglog, 6)
+    seglog.preallocate(64 * 1024)
+    seglog.truncate_after(3)
+    (name,) = _segments(fs, d)
+    assert _file_size(fs, d, name) == SEGMENT_HEADER_SIZE + 3 * BATCH_SIZE
+    write_records(seglog, 2)
+    seglog.close()
+    assert replayed(open_log(fs, d)) == [(lsn, body_for(lsn)) for lsn in range(1, 6)]
+
+
+def test_preallocation_out_of_space_is_skipped_and_an_io_error_fails_the_log():
+    class NoSpace(MemFs):
+        def preallocate(self, handle, size):
+            raise OSError(28, "No space left on device")
+
+    fs = NoSpace()
+    seglog = open_log(fs, "/w")
+    write_records(seglog, 1)
+    assert seglog.preallocate(4096) is False
+    write_records(seglog, 1)                             # appends go on, growing the file
+    assert replayed(seglog) == [(1, body_for(1)), (2, body_for(2))]
+
+    fs = MemFs()
+    seglog = open_log(fs, "/w")
+    write_records(seglog, 1)
+    fs.fsync_error = OSError(5, "Input/output error")
+    with pytest.raises(OSError):
+        seglog.preallocate(4096)
+    fs.fsync_error = None
+    with pytest.raises(WalFailed):
+        write_records(seglog, 1)

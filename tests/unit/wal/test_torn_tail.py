@@ -132,7 +132,23 @@ def test_verify_reports_a_torn_tail_without_failing(tmp_path):
     d = str(tmp_path)
     path = _acked_log(d, count=3)
     with open(path, "ab") as f:
-        f.write(b"\x00" * 100)
+        f.write(b"\x00" * 50 + b"\x01" + b"\x00" * 49)
     result = CliRunner().invoke(wal_cli, ["verify", d])
     assert result.exit_code == 0
     assert f"torn tail at offset {SEGMENT_HEADER_SIZE + 3 * BATCH_SIZE}" in result.output
+
+
+def test_zeros_after_the_last_batch_are_preallocated_space_not_a_torn_tail(tmp_path):
+    d = str(tmp_path)
+    path = _acked_log(d, count=3)
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 100)
+    result = CliRunner().invoke(wal_cli, ["verify", d])
+    assert result.exit_code == 0
+    assert "ok (3 records, lsn 1..3, 100 bytes preallocated)" in result.output
+    seglog = open_log(RealFs(), d)      # recovery drops the zeros and appends after lsn 3
+    assert os.path.getsize(path) == SEGMENT_HEADER_SIZE + 3 * BATCH_SIZE
+    seglog.write_batch([(16, body_for(4))])
+    seglog.sync()
+    seglog.close()
+    assert replayed(open_log(RealFs(), d)) == [(lsn, body_for(lsn)) for lsn in range(1, 5)]

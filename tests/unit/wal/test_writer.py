@@ -404,3 +404,33 @@ async def test_batches_queued_behind_a_failed_one_fail_too():
     with pytest.raises(WalFailed):
         wal.append(16, b"after")
     await wal.close()
+
+
+async def test_the_thread_keeps_zeros_preallocated_ahead_of_the_tail(tmp_path):
+    wal = await Wal.open(tmp_path, WalConfig(cluster_id=7, node_id=3, preallocate_size=64 * 1024))
+    (segment,) = [p for p in tmp_path.iterdir() if p.suffix == ".wal"]
+    await wal.sync(wal.append(16, b"one"))
+    # Between batches (after the acknowledgement) the thread writes and fsyncs the zeros.
+    await _wait_for_condition(lambda: segment.stat().st_size >= 64 * 1024)
+    size = segment.stat().st_size
+    for i in range(20):
+        await wal.sync(wal.append(16, b"x" * 100))
+    assert segment.stat().st_size == size        # the batches overwrote zeros in place
+    await wal.close()
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [r.body for r in wal.replay()] == [b"one"] + [b"x" * 100] * 20
+    await wal.close()
+
+
+async def test_an_io_error_while_preallocating_fails_the_wal():
+    class FailingZeros(MemFs):
+        def preallocate(self, handle, size):
+            raise OSError(5, "Input/output error")
+
+    wal = await Wal.open("/wal", WalConfig(cluster_id=7, node_id=3, preallocate_size=64 * 1024),
+                         fs=FailingZeros())
+    await wal.sync(wal.append(16, b"acknowledged"))      # its fsync succeeded
+    await _wait_for_condition(lambda: wal._failed is not None)
+    with pytest.raises(WalFailed):
+        wal.append(16, b"after")
+    await wal.close()
