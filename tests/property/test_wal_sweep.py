@@ -7,8 +7,10 @@ written that holds every synced record, starting right after the checkpoint. Met
 exactly (`pytest -k 'seed_454'`). Seed 454 once found a roll onto an existing segment name.
 With `mid_op_crashes`, an armed MemFs also cuts the power inside an operation (between the file
 calls of a write, roll, sync, marker, checkpoint or suffix truncation; a truncation cut short
-may leave the old suffix, never lose a record at or below its LSN). The default run covers 600 seeds each way;
-the `slow` one 20,000.
+may leave the old suffix, never lose a record at or below its LSN). With `preallocate`, zeros
+are also written ahead of the tail after writes (as the WAL thread does between batches), so
+later batches overwrite them in place, and power may fail inside that too. The default run
+covers 600 seeds each way; the `slow` one 20,000.
 """
 
 import random
@@ -51,6 +53,10 @@ class _ArmedFs(MemFs):
         self._tick()
         return super().append(handle, data)
 
+    def preallocate(self, handle, size):
+        self._tick()
+        return super().preallocate(handle, size)
+
     def fsync(self, handle):
         self._tick()
         return super().fsync(handle)
@@ -72,9 +78,12 @@ class _ArmedFs(MemFs):
         return super().remove(path)
 
 
-def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
-    """Run one seed; with `mid_op_crashes`, power may also fail inside any operation."""
+def run_seed(seed: int, *, mid_op_crashes: bool = False, preallocate: bool = False) -> None:
+    """Run one seed; with `mid_op_crashes`, power may also fail inside any operation; with
+    `preallocate`, writes are followed by preallocations drawn from a second stream (so the
+    operations of a seed stay the same with and without)."""
     rng = random.Random(seed)
+    zeros_rng = random.Random(seed ^ 0x5EED) if preallocate else None
     fs = _ArmedFs()
     written: dict[int, bytes] = {}
     synced = 0
@@ -89,7 +98,7 @@ def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
                 fs.countdown = rng.randint(1, 6)
             floor = [synced]
             try:
-                synced = _step(seglog, rng, r, written, synced, floor)
+                synced = _step(seglog, rng, r, written, synced, floor, zeros_rng)
             except PowerLoss:
                 if 0.75 <= r < 0.85:
                     new_checkpoint = seglog.durable_lsn
@@ -117,7 +126,7 @@ def run_seed(seed: int, *, mid_op_crashes: bool = False) -> None:
 
 
 def _step(seglog: SegmentedLog, rng: random.Random, r: float, written: dict[int, bytes],
-          synced: int, floor: list[int]) -> int:
+          synced: int, floor: list[int], zeros_rng: random.Random | None = None) -> int:
     """One operation chosen by `r`; returns the synced LSN after it. `floor[0]` is the synced
     LSN that recovery must keep even if the power fails inside the operation."""
     if r < 0.5:
@@ -126,6 +135,8 @@ def _step(seglog: SegmentedLog, rng: random.Random, r: float, written: dict[int,
         seglog.write_batch(records)
         for i, (_, body) in enumerate(records):
             written[first + i] = body
+        if zeros_rng is not None and zeros_rng.random() < 0.5:
+            seglog.preallocate(zeros_rng.randint(0, 9000))
     elif r < 0.70:
         seglog.sync()
     elif r < 0.75:
@@ -159,8 +170,15 @@ def test_sweep_600_seeds_with_power_loss_inside_operations():
         run_seed(seed, mid_op_crashes=True)
 
 
+def test_sweep_600_seeds_with_preallocated_zeros():
+    for seed in range(600):
+        run_seed(seed, preallocate=True)
+        run_seed(seed, mid_op_crashes=True, preallocate=True)
+
+
 @pytest.mark.slow
 def test_sweep_20000_seeds():
     for seed in range(1000, 21000):
         run_seed(seed)
         run_seed(seed, mid_op_crashes=True)
+        run_seed(seed, mid_op_crashes=True, preallocate=True)
