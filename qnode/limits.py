@@ -64,6 +64,7 @@ wal_disk_reserve_size = 256 * MIB         # refuse writes with DiskFull below th
 wal_preallocate_size = 1 * MIB            # zeros kept written ahead of the WAL tail (fdatasync without a journal commit)
 wal_checkpoint_log_size_min = 256 * MIB   # checkpoint when the log exceeds this ..
 wal_checkpoint_live_ratio = 2             # .. and is more than this many times the live data
+checkpoint_child_time_max_s = 600.0       # a snapshot child still running after this is killed
 
 # --- relations -------------------------------------------------------------------------------
 assert frame_size_max >= receive_count_max * (message_size_max + 64 * KIB) + frame_header_size

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from qnode import limits
 from qnode.backend.engine import Delivery, Engine, EngineConfig
+from qnode.backend.snapshot_child import SnapshotChild, SnapshotFailed
 from qnode.frontend.api import Consumer, MoveTask, QueueInfo, ReceivedMessage, SendEntry, SendResult
 from qnode.protocol.errors import InvalidParameter, QnodeError, ShuttingDown
 from qnode.wal.writer import Wal, WalConfig
@@ -35,6 +36,9 @@ from qnode.wal.writer import Wal, WalConfig
 log = logging.getLogger(__name__)
 
 _GC_FREEZE_MESSAGES_MIN = 100_000   # below this, a full GC pass is cheap; freezing is not worth it
+# Where the forked child writes a checkpoint's snapshot; in the WAL's directory, whose open
+# removes a *.tmp left by a crash.
+SNAPSHOT_FILE_NAME = "checkpoint-snapshot.tmp"
 
 
 class Clock(Protocol):
@@ -78,8 +82,10 @@ class BackendConfig:
 class BackendService:
     """Implements `qnode.frontend.api.QueueApi` on one node. Build with `await BackendService.open()`."""
 
-    def __init__(self, wal: Wal, engine: Engine, config: BackendConfig, clock: Clock) -> None:
+    def __init__(self, wal: Wal, engine: Engine, config: BackendConfig, clock: Clock,
+                 data_dir: Path) -> None:
         self.config = config
+        self._data_dir = data_dir
         self._wal = wal
         self._engine = engine
         self._clock = clock
@@ -133,7 +139,7 @@ class BackendService:
                 gc.enable()
         if engine.stats().messages >= _GC_FREEZE_MESSAGES_MIN:
             gc.freeze()  # millions of long-lived recovered messages: keep them out of GC scans
-        svc = cls(wal, engine, config, clock)
+        svc = cls(wal, engine, config, clock, Path(data_dir))
         svc._log_bytes_since_checkpoint = replayed_size   # the log not covered by a checkpoint
         wal.on_durable(svc._on_durable)
         svc._flush()
@@ -417,7 +423,11 @@ class BackendService:
             await asyncio.sleep(interval_s)
             self._pace_moves(interval_s)
             if self._checkpoint_due():
-                await self.checkpoint()
+                try:
+                    await self.checkpoint()
+                except SnapshotFailed as exc:
+                    log.error("backend: checkpoint snapshot failed; retrying at the next pass",
+                              extra={"error": str(exc)})
 
     def _pace_moves(self, interval_s: float) -> None:
         tasks = self._engine.running_move_tasks()
@@ -443,20 +453,40 @@ class BackendService:
                 and size > self.config.checkpoint_live_ratio * live)
 
     async def checkpoint(self) -> int:
-        """Write a checkpoint of the current state; returns the LSN it covers."""
+        """Write a checkpoint of the current state; returns the LSN it covers.
+
+        The state is encoded by a forked child (`snapshot_child.py`) while the loop goes on
+        serving; if the fork itself fails, on the loop as a fallback. SnapshotFailed if the
+        child failed (nothing changes; the next maintenance pass tries again).
+        """
         if self._checkpointing:
             return self._wal.checkpoint_lsn
         self._checkpointing = True
+        path = self._data_dir / SNAPSHOT_FILE_NAME
+        uncovered = self._log_bytes_since_checkpoint
         try:
             self._flush()
-            payload = self._engine.snapshot()
             lsn = self._wal.last_lsn
+            # From here to the fork nothing may await: the child must see the state at lsn.
+            try:
+                child: SnapshotChild | None = SnapshotChild.fork(self._engine.snapshot, path)
+            except OSError as exc:
+                log.warning("backend: fork for a checkpoint failed; encoding it on the loop",
+                            extra={"error": repr(exc)})
+                child, payload = None, self._engine.snapshot()
             self._log_bytes_since_checkpoint = 0
+            if child is not None:
+                await child.wait()
+                payload = child.chunks()
             await self._wal.checkpoint(lsn, payload)
             self.checkpoints += 1
-            log.info("backend: checkpoint written", extra={"lsn": lsn, "size": len(payload)})
+            log.info("backend: checkpoint written", extra={"lsn": lsn, "forked": child is not None})
             return lsn
+        except BaseException:
+            self._log_bytes_since_checkpoint += uncovered
+            raise
         finally:
+            path.unlink(missing_ok=True)
             self._checkpointing = False
 
     def stats(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ plain POSIX strings.
 A handle appends at its own end: the file's size when it was opened, advanced by each append
 and reset by `truncate`. `preallocate` writes zeros after that end without moving it, so the
 appends that follow overwrite blocks that already exist and an fdatasync of them has no new
-size or extent to commit to the file system's journal (docs/design/wal.md, "Preallocation").
+size or block allocation to write back with the data (docs/design/wal.md, "Preallocation").
 
 - `RealFs`: real files; `fsync` is `os.fdatasync` (data plus the size needed to read it back),
   `fsync_dir` fsyncs the directory so created, renamed and removed names are durable.

@@ -369,8 +369,8 @@ class SegmentedLog:
         """Keep about `size` bytes of zeros written and fsynced after the tail; True if it wrote.
 
         Later batches then overwrite blocks that exist, and their fdatasync writes data only:
-        appending would change the file size and make each fdatasync also commit the file
-        system's journal (measured in docs/benchmarks.md). Does nothing while more than a
+        appending would change the file size and make each fdatasync also write the file
+        system's metadata (measured in docs/benchmarks.md). Does nothing while more than a
         quarter of `size` is left, and never goes past `segment_size_max`. Call it between
         batches, where its own write and fsync delay no acknowledgement (the WAL thread does).
         """

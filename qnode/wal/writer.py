@@ -16,7 +16,7 @@ MARKER_DELAY_S (and at close), the thread appends a durability marker (an empty 
 so that the last acknowledged batch is declared durable like every earlier one. Whenever the
 thread finds no job waiting after a batch, it tops up the zeros preallocated ahead of the tail
 (`SegmentedLog.preallocate`), so that batches overwrite existing blocks and their fdatasync has
-no journal commit to wait for.
+no file-size or block-allocation metadata to write.
 
 Why a hand-rolled thread and not a ThreadPoolExecutor: every hop between the loop and the thread
 costs GIL hand-offs (futex calls) on a busy 2-core box; an executor round trip per batch plus the
