@@ -3,7 +3,8 @@
 `python benchmarks/bench_checkpoint_stall.py --messages 300000`: fills a BackendService (real WAL
 in a temp dir) with 1 KiB messages, then takes checkpoints while a ticker task measures the
 longest gap between its 1 ms sleeps (the loop stall a client, SWIM probe or Raft heartbeat
-would see). Alternates the two ways; prints each run and the medians.
+would see). Alternates the two ways; prints each run (with the peak RSS of the node and of the
+largest snapshot child so far) and the medians.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -64,7 +66,10 @@ async def main(messages: int, rounds: int) -> None:
                 snapshot_child.os.fork = real_fork if way == "forked" else no_fork
                 gap, took = await _timed_checkpoint(svc)
                 results[way].append((gap, took))
-                print(f"{way:12s} longest loop stall {gap * 1e3:8.1f} ms, checkpoint {took:6.2f} s", flush=True)
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+                child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10
+                print(f"{way:12s} longest loop stall {gap * 1e3:8.1f} ms, checkpoint {took:6.2f} s, "
+                      f"peak RSS node {rss} MB, largest child {child} MB", flush=True)
         snapshot_child.os.fork = real_fork
         await svc.close()
     for way, runs in results.items():

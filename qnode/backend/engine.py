@@ -30,8 +30,11 @@ import hashlib
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
+
+import msgpack
 
 from qnode import limits
 from qnode.backend import attributes as qattrs
@@ -177,6 +180,7 @@ _COUNT_STR = tuple(str(i) for i in range(64))
 _EMPTY: Mapping = {}
 _FINISHED_TASKS_KEPT = 10          # finished move tasks remembered per source queue
 _ATTEMPTS_KEPT = 10_000            # ReceiveRequestAttemptIds remembered per queue
+_SNAPSHOT_GROUP_COUNT = 1_000      # messages per piece of `snapshot_chunks`
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
@@ -380,16 +384,31 @@ class Engine:
     def snapshot(self) -> bytes:
         """Checkpoint payload of the whole state. Call only right after the outbox was logged
         (`take_records()` empty): the payload then equals the log up to the last LSN."""
+        return b"".join(self.snapshot_chunks())
+
+    def snapshot_chunks(self) -> Iterator[bytes]:
+        """`snapshot()` in pieces, built as they are consumed, so that whoever writes them out
+        never holds the whole payload (the checkpoint child: `snapshot_child.py`). One msgpack
+        document: {"v": 1, "secret", "next_seq", "next_qid", "queues": [[qid, name, fifo, attrs,
+        tags, created_ms, modified_ms, last_purge_ms, [message...], [dedup...]]...], "tasks"}.
+        The state must not change until the iterator is exhausted."""
         assert not self._records, "log the outbox before taking a snapshot"
-        queues = []
+        pk = msgpack.Packer(use_bin_type=True)
+        yield pk.pack_map_header(6) + pk.pack("v") + pk.pack(1) + pk.pack("secret") \
+            + pk.pack(self._secret) + pk.pack("next_seq") + pk.pack(self._next_seq) \
+            + pk.pack("next_qid") + pk.pack(self._next_qid) + pk.pack("queues") \
+            + pk.pack_array_header(len(self._queues))
+        encode = rec.encode_message
         for q in self._queues.values():
-            msgs = [] if q.durability == "memory" else [rec.encode_message(m) for m in q.messages.values()]
-            dedup = [[k, v[0], v[1], v[2]] for k, v in q.dedup.items()]
-            queues.append([q.queue_id, q.name, q.fifo, q.attrs, q.tags, q.created_ms,
-                           q.modified_ms, q.last_purge_ms, msgs, dedup])
-        return rec.pack({"v": 1, "secret": self._secret, "next_seq": self._next_seq,
-                         "next_qid": self._next_qid, "queues": queues,
-                         "tasks": [t.encode() for t in self._tasks.values()]})
+            msgs = [] if q.durability == "memory" else q.messages.values()
+            yield pk.pack_array_header(10) + b"".join(pk.pack(x) for x in (
+                q.queue_id, q.name, q.fifo, q.attrs, q.tags, q.created_ms, q.modified_ms,
+                q.last_purge_ms)) + pk.pack_array_header(len(msgs))
+            it = iter(msgs)
+            while group := list(itertools.islice(it, _SNAPSHOT_GROUP_COUNT)):
+                yield b"".join([pk.pack(encode(m)) for m in group])
+            yield pk.pack([[k, v[0], v[1], v[2]] for k, v in q.dedup.items()])
+        yield pk.pack("tasks") + pk.pack([t.encode() for t in self._tasks.values()])
 
     def restore(self, payload: bytes) -> None:
         assert not self._started

@@ -469,7 +469,7 @@ class BackendService:
             lsn = self._wal.last_lsn
             # From here to the fork nothing may await: the child must see the state at lsn.
             try:
-                child: SnapshotChild | None = SnapshotChild.fork(self._engine.snapshot, path)
+                child: SnapshotChild | None = SnapshotChild.fork(self._engine.snapshot_chunks, path)
             except OSError as exc:
                 log.warning("backend: fork for a checkpoint failed; encoding it on the loop",
                             extra={"error": repr(exc)})

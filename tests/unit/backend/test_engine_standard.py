@@ -388,6 +388,29 @@ def test_replay_and_snapshot_restore_equal_state(h: Harness) -> None:
     assert m.message_id == ids[0]
 
 
+def test_snapshot_pieces_join_to_the_one_document_checkpoint(h: Harness) -> None:
+    """`snapshot_chunks` (what the checkpoint child writes) is the documented one-document
+    payload, cut into pieces of at most 1,000 messages."""
+    from qnode.backend import records as rec
+    h.create("z", {"VisibilityTimeout": "40"}, {"t": "1"})
+    h.create("f.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+    for i in range(2_500):
+        h.send_body("z", b"m%d" % i)
+    h.send("f.fifo", SendEntry(b"g", group_id="g1"))
+    h.recv("z", 3)
+    e = h.engine
+    pieces = list(e.snapshot_chunks())
+    queues = [[q.queue_id, q.name, q.fifo, q.attrs, q.tags, q.created_ms, q.modified_ms,
+               q.last_purge_ms, [rec.encode_message(m) for m in q.messages.values()],
+               [[k, *v] for k, v in q.dedup.items()]] for q in e._queues.values()]
+    document = rec.pack({"v": 1, "secret": e._secret, "next_seq": e._next_seq,
+                         "next_qid": e._next_qid, "queues": queues,
+                         "tasks": [t.encode() for t in e._tasks.values()]})
+    assert b"".join(pieces) == document == e.snapshot()
+    assert len(pieces) >= 2_500 // 1_000 + 4
+    assert max(len(p) for p in pieces) < 1_000 * 1_200
+
+
 def test_receipts_survive_restart(h: Harness) -> None:
     h.send_body("q", b"x")
     [m] = h.recv("q")

@@ -39,7 +39,7 @@ def _gone(pid: int) -> bool:
 
 async def test_the_child_writes_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
     state = [b"before"]
-    child = SnapshotChild.fork(lambda: b"|".join(state) * 300_000, tmp_path / "snap")
+    child = SnapshotChild.fork(lambda: [b"|".join(state)] * 300_000, tmp_path / "snap")
     state.append(b"after")                     # the parent moves on at once
     async with asyncio.timeout(30):
         await child.wait()
@@ -58,7 +58,7 @@ async def test_a_child_that_raises_is_snapshot_failed(tmp_path: Path) -> None:
 
 
 async def test_cancelling_the_wait_kills_and_reaps_the_child(tmp_path: Path) -> None:
-    child = SnapshotChild.fork(lambda: time.sleep(60) or b"", tmp_path / "snap")
+    child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], tmp_path / "snap")
     waiting = asyncio.ensure_future(child.wait())
     await asyncio.sleep(0)
     waiting.cancel()
@@ -68,7 +68,7 @@ async def test_cancelling_the_wait_kills_and_reaps_the_child(tmp_path: Path) -> 
 
 
 async def test_an_overrunning_child_is_killed(tmp_path: Path) -> None:
-    child = SnapshotChild.fork(lambda: time.sleep(60) or b"", tmp_path / "snap")
+    child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], tmp_path / "snap")
     with pytest.raises(SnapshotFailed, match="ran over"):
         await child.wait(time_max_s=0.2)
     assert _gone(child.pid)
@@ -78,7 +78,7 @@ async def test_sigterm_kills_the_child_instead_of_running_the_nodes_handler(tmp_
     received = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
-        child = SnapshotChild.fork(lambda: time.sleep(60) or b"", tmp_path / "snap")
+        child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], tmp_path / "snap")
         os.kill(child.pid, signal.SIGTERM)
         with pytest.raises(SnapshotFailed, match=f"exited with -{int(signal.SIGTERM)}"):
             await child.wait(time_max_s=20)
@@ -90,12 +90,21 @@ async def test_sigterm_kills_the_child_instead_of_running_the_nodes_handler(tmp_
 async def test_the_child_holds_none_of_the_nodes_descriptors(tmp_path: Path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    child = SnapshotChild.fork(lambda: time.sleep(60) or b"", tmp_path / "snap")
+    child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], tmp_path / "snap")
     waiting = asyncio.ensure_future(child.wait())
     await asyncio.sleep(0)                   # let the wait start: a task cancelled before it runs kills nothing
     try:
+        def held() -> set[str]:
+            fds, targets = f"/proc/{child.pid}/fd", set()
+            for fd in os.listdir(fds):
+                try:
+                    if int(fd) > 2:
+                        targets.add(os.readlink(f"{fds}/{fd}"))
+                except FileNotFoundError:
+                    pass                     # closed by the child while we looked
+            return targets
         async with asyncio.timeout(20):      # the child closes them as its first step
-            while sorted(int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")) != [0, 1, 2]:
+            while held() != {str(tmp_path / "snap")}:
                 await asyncio.sleep(0.01)
         listener.close()
         # Had the child kept its copy of the listening socket, the port would still be taken.
@@ -111,7 +120,7 @@ _ORPHANING = """
 import os, signal, sys, time
 from pathlib import Path
 from qnode.backend.snapshot_child import SnapshotChild
-child = SnapshotChild.fork(lambda: time.sleep(60) or b"", Path(sys.argv[1]))
+child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], Path(sys.argv[1]))
 print(child.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -187,7 +196,7 @@ async def test_a_failed_snapshot_changes_nothing_and_the_service_goes_on(tmp_pat
         await svc.create_queue("q")
         await svc.send_messages("q", [SendEntry(b"x")])
         svc._log_bytes_since_checkpoint = 12345
-        svc._engine.snapshot = lambda: 1 / 0     # raises in the child
+        svc._engine.snapshot_chunks = lambda: 1 / 0     # raises in the child
         with pytest.raises(SnapshotFailed):
             await svc.checkpoint()
         assert svc._wal.checkpoint_lsn == 0
