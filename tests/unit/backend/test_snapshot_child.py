@@ -206,3 +206,14 @@ async def test_a_failed_snapshot_changes_nothing_and_the_service_goes_on(tmp_pat
         assert len(await svc.receive_messages("q", max_count=10)) == 2
     finally:
         await svc.close()
+
+
+async def test_a_snapshot_file_left_by_a_crash_is_removed_at_open(tmp_path: Path) -> None:
+    svc = await BackendService.open(tmp_path, CONFIG)
+    await svc.close()
+    (tmp_path / SNAPSHOT_FILE_NAME).write_bytes(b"half a snapshot")
+    svc = await BackendService.open(tmp_path, CONFIG)
+    try:
+        assert not (tmp_path / SNAPSHOT_FILE_NAME).exists()
+    finally:
+        await svc.close()
