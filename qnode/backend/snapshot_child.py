@@ -73,7 +73,12 @@ class SnapshotChild:
         this call.
         """
         loop = asyncio.get_running_loop()
-        pidfd = os.pidfd_open(self.pid)
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:          # EMFILE, ENOSYS: no way to watch it; do not leak it
+            os.kill(self.pid, signal.SIGKILL)
+            _reap(self.pid)
+            raise SnapshotFailed(f"cannot watch the snapshot child: {exc!r}") from exc
         exited = loop.create_future()
         loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
         overran = False
@@ -96,10 +101,15 @@ class SnapshotChild:
             raise SnapshotFailed(f"the snapshot child exited with {code}")
 
     def chunks(self) -> Iterator[bytes]:
-        """The written snapshot in pieces of 1 MiB (for the WAL thread to stream)."""
-        with open(self.path, "rb") as f:
-            while chunk := f.read(READ_CHUNK_SIZE):
-                yield chunk
+        """The written snapshot in pieces of 1 MiB (for the WAL thread to stream). The file is
+        opened now, so unlinking it before the thread reads it cannot fail the WAL."""
+        f = open(self.path, "rb")
+
+        def read() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(READ_CHUNK_SIZE):
+                    yield chunk
+        return read()
 
 
 def _reap(pid: int) -> int | None:

@@ -217,3 +217,14 @@ async def test_a_snapshot_file_left_by_a_crash_is_removed_at_open(tmp_path: Path
         assert not (tmp_path / SNAPSHOT_FILE_NAME).exists()
     finally:
         await svc.close()
+
+
+async def test_a_child_that_cannot_be_watched_is_killed_and_reported(tmp_path: Path, monkeypatch) -> None:
+    child = SnapshotChild.fork(lambda: time.sleep(60) or [b""], tmp_path / "snap")
+
+    def no_pidfd(pid: int) -> int:
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(snapshot_child.os, "pidfd_open", no_pidfd)
+    with pytest.raises(SnapshotFailed, match="cannot watch"):
+        await child.wait()
+    assert _gone(child.pid)
