@@ -65,6 +65,7 @@ wal_preallocate_size = 1 * MIB            # zeros kept written ahead of the WAL 
 wal_checkpoint_log_size_min = 256 * MIB   # checkpoint when the log exceeds this ..
 wal_checkpoint_live_ratio = 2             # .. and is more than this many times the live data
 checkpoint_child_time_max_s = 600.0       # a snapshot child still running after this is killed
+checkpoint_retry_delay_max_ms = 300_000   # failed checkpoints are retried after 1 s, doubling up to this
 
 # --- relations -------------------------------------------------------------------------------
 assert frame_size_max >= receive_count_max * (message_size_max + 64 * KIB) + frame_header_size

@@ -31,6 +31,7 @@ from qnode.backend.engine import Delivery, Engine, EngineConfig
 from qnode.backend.snapshot_child import SnapshotChild, SnapshotFailed
 from qnode.frontend.api import Consumer, MoveTask, QueueInfo, ReceivedMessage, SendEntry, SendResult
 from qnode.protocol.errors import InvalidParameter, QnodeError, ShuttingDown
+from qnode.wal.errors import CheckpointNotWritten
 from qnode.wal.writer import Wal, WalConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ _GC_FREEZE_MESSAGES_MIN = 100_000   # below this, a full GC pass is cheap; freez
 # Where the forked child writes a checkpoint's snapshot; in the WAL's directory, whose open
 # removes a *.tmp left by a crash.
 SNAPSHOT_FILE_NAME = "checkpoint-snapshot.tmp"
+# Disk a checkpoint needs, against the live data: snapshot file plus checkpoint temp file, each
+# the live bytes plus per-message encoding overhead.
+_CHECKPOINT_SPACE_FACTOR_PERCENT = 250
 
 
 class Clock(Protocol):
@@ -101,7 +105,11 @@ class BackendService:
         self._log_bytes_since_checkpoint = 0
         self._move_credit: dict[str, float] = {}
         self._checkpointing = False
+        self._checkpoint_retry_ms = 0          # backoff after failed checkpoints (0: none failed)
+        self._checkpoint_retry_at_ms = 0
         self.checkpoints = 0
+        self.checkpoint_failures = 0
+        self.maintenance_passes = 0
 
     # ----------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -421,13 +429,25 @@ class BackendService:
         interval_s = self.config.maintenance_interval_ms / 1000
         while True:
             await asyncio.sleep(interval_s)
+            self.maintenance_passes += 1
             self._pace_moves(interval_s)
-            if self._checkpoint_due():
-                try:
-                    await self.checkpoint()
-                except SnapshotFailed as exc:
-                    log.error("backend: checkpoint snapshot failed; retrying at the next pass",
-                              extra={"error": str(exc)})
+            if self._checkpoint_due() and self._now() >= self._checkpoint_retry_at_ms:
+                await self._checkpoint_or_back_off()
+
+    async def _checkpoint_or_back_off(self) -> None:
+        """A failed checkpoint is retried after 1 s, doubling to 5 min: a disk that stays full or
+        a child that keeps failing must not cost a fork every pass, nor end the maintenance task."""
+        try:
+            await self.checkpoint()
+        except Exception as exc:     # SnapshotFailed, CheckpointNotWritten, WalFailed, a bug
+            self.checkpoint_failures += 1
+            self._checkpoint_retry_ms = min(max(2 * self._checkpoint_retry_ms, 1000),
+                                            limits.checkpoint_retry_delay_max_ms)
+            self._checkpoint_retry_at_ms = self._now() + self._checkpoint_retry_ms
+            log.error("backend: checkpoint failed; retrying later",
+                      extra={"error": repr(exc), "retry_in_ms": self._checkpoint_retry_ms})
+        else:
+            self._checkpoint_retry_ms = 0
 
     def _pace_moves(self, interval_s: float) -> None:
         tasks = self._engine.running_move_tasks()
@@ -465,6 +485,7 @@ class BackendService:
         path = self._data_dir / SNAPSHOT_FILE_NAME
         uncovered = self._log_bytes_since_checkpoint
         try:
+            self._check_room_for_checkpoint()
             self._flush()
             lsn = self._wal.last_lsn
             # From here to the fork nothing may await: the child must see the state at lsn.
@@ -489,13 +510,23 @@ class BackendService:
             path.unlink(missing_ok=True)
             self._checkpointing = False
 
+    def _check_room_for_checkpoint(self) -> None:
+        """The snapshot file and the checkpoint's temp file each hold about the live data (plus
+        encoding overhead) at once; refuse before forking rather than run the disk full."""
+        live = self._engine.stats().bytes
+        need = live * _CHECKPOINT_SPACE_FACTOR_PERCENT // 100
+        if not self._wal.has_room_for(need):
+            raise CheckpointNotWritten(f"not enough free space for a checkpoint: it needs about "
+                                       f"{need} bytes above the disk reserve")
+
     def stats(self) -> dict[str, Any]:
         s = self._engine.stats()
         return {
             "backend": {"queues": s.queues, "messages": s.messages, "ready_messages": s.ready,
                         "inflight_messages": s.inflight, "delayed_messages": s.delayed,
                         "waiters": s.waiters, "size_bytes": s.bytes, "consumers": len(self._consumers),
-                        "checkpoints": self.checkpoints},
+                        "checkpoints": self.checkpoints,
+                        "checkpoint_failures": self.checkpoint_failures},
             "queues": self._engine.queue_stats(),
             "wal": self._wal.stats(),
         }

@@ -32,3 +32,11 @@ class WalFailed(InternalError):
     After a failed fsync the page cache state is unknown, so the WAL never retries: the node
     must restart and run recovery.
     """
+
+
+class CheckpointNotWritten(InternalError):
+    """A checkpoint failed before it was renamed into place (ENOSPC, say, or a failed snapshot).
+
+    Nothing changed: the temp file is gone, the older checkpoint and every segment remain, and
+    the log goes on accepting appends. The caller may try again later.
+    """

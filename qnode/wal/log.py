@@ -36,7 +36,7 @@ from qnode.wal.checkpoint import (
     encode_checkpoint_chunks,
     parse_checkpoint_name,
 )
-from qnode.wal.errors import WalCorruption, WalFailed
+from qnode.wal.errors import CheckpointNotWritten, WalCorruption, WalFailed
 from qnode.wal.fs import FileHandle, FileSystem
 from qnode.wal.record import (
     BATCH_RECORD_SIZE,
@@ -516,7 +516,8 @@ class SegmentedLog:
 
         Order: temp file, fsync, rename to `<lsn>.ckpt`, fsync dir; only then delete the older
         checkpoint and every segment all of whose records are <= lsn, and fsync dir again.
-        Raises InvalidParameter unless checkpoint_lsn <= lsn <= durable_lsn.
+        Raises InvalidParameter unless checkpoint_lsn <= lsn <= durable_lsn; CheckpointNotWritten
+        when the temp file cannot be written (the log stays usable); any later OSError fails the log.
         """
         self._check_usable()
         if not self._checkpoint_lsn <= lsn <= self._durable_lsn:
@@ -537,22 +538,14 @@ class SegmentedLog:
         if fs.exists(temp):
             fs.remove(temp)
         handle = fs.open(temp, create=True)
-        pending: list[bytes] = []
-        pending_size = 0
         total_size = 0
-        for chunk in encode_checkpoint_chunks(payload, cluster_id=self._cluster_id,
-                                              node_id=self._node_id, lsn=lsn,
-                                              live_base_lsn=live_base,
-                                              retired_base_lsns=tuple(retire)):
-            pending.append(chunk)
-            pending_size += len(chunk)
-            total_size += len(chunk)
-            if pending_size >= _CHECKPOINT_WRITE_CHUNK_SIZE:
-                fs.append(handle, b"".join(pending))
-                pending, pending_size = [], 0
-        if pending:
-            fs.append(handle, b"".join(pending))
-        self._fsync(handle)
+        try:
+            total_size = self._write_checkpoint_file(handle, lsn, payload, live_base, retire)
+        except OSError as e:
+            # Only the temp file saw the error (fsync errors are per file): drop it, keep the log.
+            fs.close(handle)
+            fs.remove(temp)
+            raise CheckpointNotWritten(f"checkpoint at lsn {lsn} not written: {e!r}") from e
         fs.close(handle)
         final_name = checkpoint_name(lsn)
         fs.rename(temp, self._path(final_name))
@@ -574,6 +567,27 @@ class SegmentedLog:
         log.info("wal: checkpoint written", extra={"lsn": lsn, "size": total_size,
                                                    "retired_segments": len(retire),
                                                    "live_base_lsn": live_base})
+
+    def _write_checkpoint_file(self, handle: FileHandle, lsn: int, payload: bytes | Iterable[bytes],
+                               live_base: int, retire: list[int]) -> int:
+        """Write and fsync the checkpoint's temp file; returns its size."""
+        pending: list[bytes] = []
+        pending_size = 0
+        total_size = 0
+        for chunk in encode_checkpoint_chunks(payload, cluster_id=self._cluster_id,
+                                              node_id=self._node_id, lsn=lsn,
+                                              live_base_lsn=live_base,
+                                              retired_base_lsns=tuple(retire)):
+            pending.append(chunk)
+            pending_size += len(chunk)
+            total_size += len(chunk)
+            if pending_size >= _CHECKPOINT_WRITE_CHUNK_SIZE:
+                self._fs.append(handle, b"".join(pending))
+                pending, pending_size = [], 0
+        if pending:
+            self._fs.append(handle, b"".join(pending))
+        self._fsync(handle)
+        return total_size
 
     # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

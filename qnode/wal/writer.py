@@ -257,6 +257,10 @@ class Wal:
     def last_lsn(self) -> int:
         return self._last_lsn
 
+    def has_room_for(self, size: int) -> bool:
+        """Whether `size` more bytes fit above the disk reserve (free space as of the last batch)."""
+        return self._free_bytes - self._pending_size - size >= self._config.disk_reserve_size
+
     async def sync(self, lsn: int) -> None:
         """Return once durable_lsn >= lsn (at once if it already is).
 
@@ -433,7 +437,9 @@ class Wal:
 
         Waits for sync(lsn) first. An iterable payload is consumed on the WAL thread: pass
         chunks of an immutable snapshot, never a generator over state the loop mutates.
-        Raises InvalidParameter (lsn below the current checkpoint or above last_lsn), WalFailed.
+        Raises InvalidParameter (lsn below the current checkpoint or above last_lsn),
+        CheckpointNotWritten (the temp file failed, e.g. ENOSPC: nothing changed, appends go
+        on), WalFailed (I/O failed once the checkpoint was renamed into place).
         """
         if lsn < self._log.checkpoint_lsn or lsn > self._last_lsn:
             raise InvalidParameter(f"checkpoint lsn {lsn} must be in "

@@ -24,6 +24,7 @@ from qnode.backend import snapshot_child
 from qnode.backend.service import SNAPSHOT_FILE_NAME, BackendConfig, BackendService
 from qnode.backend.snapshot_child import SnapshotChild, SnapshotFailed
 from qnode.frontend.api import SendEntry
+from qnode.wal.errors import CheckpointNotWritten
 from qnode.wal.writer import WalConfig
 
 CONFIG = BackendConfig(wal=WalConfig(disk_reserve_size=0))
@@ -228,3 +229,73 @@ async def test_a_child_that_cannot_be_watched_is_killed_and_reported(tmp_path: P
     with pytest.raises(SnapshotFailed, match="cannot watch"):
         await child.wait()
     assert _gone(child.pid)
+
+
+class _ManualClock:
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def wall_ms(self) -> int:
+        return self.ms
+
+
+async def _passes(svc: BackendService, count: int) -> None:
+    """Wait (bounded) until the maintenance task has run `count` more passes."""
+    target = svc.maintenance_passes + count
+    async with asyncio.timeout(30):
+        while svc.maintenance_passes < target:
+            await asyncio.sleep(0.001)       # polling a counter under a deadline
+
+
+async def test_failed_checkpoints_back_off_and_never_stop_maintenance(tmp_path: Path) -> None:
+    clock = _ManualClock()
+    config = BackendConfig(wal=WalConfig(disk_reserve_size=0), maintenance_interval_ms=1,
+                           checkpoint_log_size_min=1 << 29)
+    svc = await BackendService.open(tmp_path, config, clock=clock)
+    try:
+        await svc.create_queue("q")
+        await svc.send_messages("q", [SendEntry(b"x")])
+        assert svc.checkpoints == 0
+        svc._log_bytes_since_checkpoint = 1 << 30          # due at every pass
+        good_chunks = svc._engine.snapshot_chunks
+        svc._engine.snapshot_chunks = lambda: 1 / 0         # every child fails
+        async with asyncio.timeout(30):
+            while svc.checkpoint_failures < 1:
+                await _passes(svc, 1)
+        await _passes(svc, 20)
+        assert svc.checkpoint_failures == 1                 # no fork per pass: backing off
+        for delay_ms, failures in ((1000, 2), (2000, 3), (4000, 4)):
+            clock.ms += delay_ms - 1
+            await _passes(svc, 10)
+            assert svc.checkpoint_failures == failures - 1
+            clock.ms += 1
+            async with asyncio.timeout(30):
+                while svc.checkpoint_failures < failures:
+                    await _passes(svc, 1)
+        svc._engine.snapshot_chunks = good_chunks
+        clock.ms += 8000
+        async with asyncio.timeout(30):
+            while svc.checkpoints < 1:
+                await _passes(svc, 1)
+        assert svc._wal.checkpoint_lsn > 0 and svc._checkpoint_retry_ms == 0
+        assert svc.stats()["backend"]["checkpoint_failures"] == 4
+    finally:
+        await svc.close()
+
+
+async def test_a_checkpoint_without_room_on_disk_is_refused_before_forking(tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    svc = await BackendService.open(tmp_path, CONFIG)
+    try:
+        await svc.create_queue("q")
+        await svc.send_messages("q", [SendEntry(b"x" * 1000) for _ in range(10)])
+        asked: list[int] = []
+        monkeypatch.setattr(svc._wal, "has_room_for", lambda size: asked.append(size) or False)
+        monkeypatch.setattr(snapshot_child.os, "fork", lambda: pytest.fail("forked"))
+        with pytest.raises(CheckpointNotWritten, match="free space"):
+            await svc.checkpoint()
+        assert asked and asked[0] >= 2 * svc._engine.stats().bytes
+        assert svc._wal.checkpoint_lsn == 0
+        assert len(await svc.receive_messages("q", max_count=10)) == 10
+    finally:
+        await svc.close()

@@ -13,7 +13,7 @@ import pytest
 
 from qnode.protocol.errors import InvalidParameter
 from qnode.wal.checkpoint import checkpoint_name
-from qnode.wal.errors import WalCorruption, WalFailed
+from qnode.wal.errors import CheckpointNotWritten, WalCorruption, WalFailed
 from qnode.wal.record import BATCH_RECORD_SIZE, HEADER_SIZE
 from qnode.wal.segment import SEGMENT_HEADER_SIZE, segment_name
 from tests.unit.wal._helpers import MemFs, RealFs, body_for, open_log, replayed, write_records
@@ -235,21 +235,55 @@ def test_retired_segment_left_by_a_crash_is_deleted_at_open(tmp_path):
     assert [r.lsn for r in seglog.replay()] == [8, 9, 10]
 
 
-def test_previous_checkpoint_survives_a_failed_new_one():
+def test_a_checkpoint_whose_temp_file_fails_changes_nothing_and_the_log_goes_on():
     fs, d = MemFs(), "/wal"
     seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
     write_records(seglog, 10)
     seglog.write_checkpoint(4, b"old")
-    fs.fsync_error = OSError(5, "EIO")
+    files = fs.list(d)
+    fs.fsync_error = OSError(5, "EIO")      # the temp file's fsync fails
+    with pytest.raises(CheckpointNotWritten, match="EIO"):
+        seglog.write_checkpoint(9, b"new")
+    fs.fsync_error = None
+    assert fs.list(d) == files              # the temp file is gone, nothing else changed
+    assert seglog.checkpoint == (4, b"old")
+    seglog.write_batch([(16, b"x")])
+    seglog.sync()
+    fs.crash(random.Random(3))
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    assert seglog.checkpoint == (4, b"old")
+    assert [r.lsn for r in seglog.replay()] == [5, 6, 7, 8, 9, 10, 11]
+
+
+def test_a_checkpoint_that_runs_the_disk_full_changes_nothing():
+    fs, d = MemFs(), "/wal"
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    files = fs.list(d)
+    fs.capacity_size = fs._used_size() + 1000
+    with pytest.raises(CheckpointNotWritten, match="ENOSPC|no space"):
+        seglog.write_checkpoint(9, [b"y" * 600, b"z" * 600])
+    assert fs.list(d) == files
+    assert seglog.checkpoint is None
+    fs.capacity_size = 1 << 40
+    seglog.write_checkpoint(9, b"fits now")
+    assert seglog.checkpoint == (9, b"fits now")
+
+
+def test_a_checkpoint_that_fails_after_its_rename_fails_the_log():
+    fs, d = MemFs(), "/wal"
+    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
+    write_records(seglog, 10)
+    real_rename = fs.rename
+
+    def rename_then_eio(src, dst):
+        real_rename(src, dst)
+        fs.fsync_error = OSError(5, "EIO")   # the directory fsync that follows fails
+    fs.rename = rename_then_eio
     with pytest.raises(OSError):
         seglog.write_checkpoint(9, b"new")
     with pytest.raises(WalFailed):
         seglog.write_batch([(16, b"x")])
-    fs.fsync_error = None
-    fs.crash(random.Random(3))
-    seglog = open_log(fs, d, segment_size_max=SMALL_SEGMENT)
-    assert seglog.checkpoint == (4, b"old")
-    assert [r.lsn for r in seglog.replay()] == [5, 6, 7, 8, 9, 10]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -274,7 +308,7 @@ def test_crash_during_checkpoint_keeps_one_valid_checkpoint(seed):
         setattr(fs, name, counted)
     try:
         seglog.write_checkpoint(9, b"new")
-    except OSError:
+    except (OSError, CheckpointNotWritten):
         pass
     for name in ("append", "fsync", "rename", "fsync_dir", "remove"):
         delattr(fs, name)

@@ -13,7 +13,7 @@ import pytest
 
 from qnode import limits
 from qnode.protocol.errors import DiskFull, ErrorCode, InvalidParameter, ShuttingDown
-from qnode.wal.errors import WalBackpressure, WalFailed
+from qnode.wal.errors import CheckpointNotWritten, WalBackpressure, WalFailed
 from qnode.wal.fs import MemFs
 from qnode.wal.writer import Wal, WalConfig
 
@@ -433,4 +433,29 @@ async def test_an_io_error_while_preallocating_fails_the_wal():
     await _wait_for_condition(lambda: wal._failed is not None)
     with pytest.raises(WalFailed):
         wal.append(16, b"after")
+    await wal.close()
+
+
+async def test_a_checkpoint_refused_for_space_leaves_the_wal_serving():
+    fs = MemFs()
+    wal = await Wal.open("/wal", WalConfig(disk_reserve_size=0, preallocate_size=0), fs=fs)
+    await wal.sync(wal.append(16, b"before"))
+    fs.capacity_size = fs._used_size() + 100
+    with pytest.raises(CheckpointNotWritten):
+        await wal.checkpoint(1, [b"s" * 4096])
+    assert wal.checkpoint_lsn == 0
+    fs.capacity_size = 1 << 40
+    await wal.sync(wal.append(16, b"after"))     # not failed: appends go on
+    await wal.close()
+    wal = await Wal.open("/wal", WalConfig(disk_reserve_size=0, preallocate_size=0), fs=fs)
+    assert [r.body for r in wal.replay()] == [b"before", b"after"]
+    await wal.close()
+
+
+async def test_has_room_for_counts_the_disk_reserve():
+    fs = MemFs(capacity_size=10 * 1024 * 1024)
+    wal = await Wal.open("/wal", WalConfig(disk_reserve_size=4 * 1024 * 1024), fs=fs)
+    free = fs.free_bytes("/wal")
+    assert wal.has_room_for(free - 4 * 1024 * 1024)
+    assert not wal.has_room_for(free - 4 * 1024 * 1024 + 1)
     await wal.close()
