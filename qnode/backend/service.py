@@ -483,7 +483,7 @@ class BackendService:
             return self._wal.checkpoint_lsn
         self._checkpointing = True
         path = self._data_dir / SNAPSHOT_FILE_NAME
-        uncovered = self._log_bytes_since_checkpoint
+        uncovered = 0         # log bytes this checkpoint takes off the count: back if it fails
         try:
             self._check_room_for_checkpoint()
             self._flush()
@@ -495,7 +495,7 @@ class BackendService:
                 log.warning("backend: fork for a checkpoint failed; encoding it on the loop",
                             extra={"error": repr(exc)})
                 child, payload = None, self._engine.snapshot()
-            self._log_bytes_since_checkpoint = 0
+            uncovered, self._log_bytes_since_checkpoint = self._log_bytes_since_checkpoint, 0
             if child is not None:
                 await child.wait()
                 payload = child.chunks()

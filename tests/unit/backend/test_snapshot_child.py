@@ -289,6 +289,7 @@ async def test_a_checkpoint_without_room_on_disk_is_refused_before_forking(tmp_p
     try:
         await svc.create_queue("q")
         await svc.send_messages("q", [SendEntry(b"x" * 1000) for _ in range(10)])
+        svc._log_bytes_since_checkpoint = 12345
         asked: list[int] = []
         monkeypatch.setattr(svc._wal, "has_room_for", lambda size: asked.append(size) or False)
         monkeypatch.setattr(snapshot_child.os, "fork", lambda: pytest.fail("forked"))
@@ -296,6 +297,7 @@ async def test_a_checkpoint_without_room_on_disk_is_refused_before_forking(tmp_p
             await svc.checkpoint()
         assert asked and asked[0] >= 2 * svc._engine.stats().bytes
         assert svc._wal.checkpoint_lsn == 0
+        assert svc._log_bytes_since_checkpoint == 12345     # still due, counted once
         assert len(await svc.receive_messages("q", max_count=10)) == 10
     finally:
         await svc.close()
