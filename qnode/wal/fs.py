@@ -50,7 +50,7 @@ class FileSystem(Protocol):
     def exists(self, path: str) -> bool: ...
     def open(self, path: str, *, create: bool = False) -> FileHandle: ...  # create: must not exist
     def append(self, handle: FileHandle, data: bytes) -> None: ...         # all of it, at the handle's end
-    def preallocate(self, handle: FileHandle, size: int) -> int: ...       # zeros after the end; bytes written
+    def write_zeros(self, handle: FileHandle, offset: int, size: int) -> None: ...  # at offset >= end; end stays
     def fsync(self, handle: FileHandle) -> None: ...
     def truncate(self, handle: FileHandle, size: int) -> None: ...
     def size(self, handle: FileHandle) -> int: ...                         # the handle's end
@@ -66,7 +66,6 @@ class FileSystem(Protocol):
 class _RealHandle:
     fd: int
     end: int            # where the next append goes
-    zeroed_end: int     # zeros written by preallocate reach this offset
 
 
 class RealFs:
@@ -87,27 +86,22 @@ class RealFs:
             flags |= os.O_CREAT | os.O_EXCL
         fd = os.open(path, flags, 0o644)
         size = os.fstat(fd).st_size
-        return _RealHandle(fd, size, size)
+        return _RealHandle(fd, size)
 
     def append(self, handle: _RealHandle, data: bytes) -> None:
         _pwrite_all(handle.fd, data, handle.end)
         handle.end += len(data)
 
-    def preallocate(self, handle: _RealHandle, size: int) -> int:
-        start = max(handle.end, handle.zeroed_end)
-        stop = handle.end + size
-        if stop <= start:
-            return 0
-        _pwrite_all(handle.fd, bytes(stop - start), start)
-        handle.zeroed_end = stop
-        return stop - start
+    def write_zeros(self, handle: _RealHandle, offset: int, size: int) -> None:
+        assert offset >= handle.end, (offset, handle.end)
+        _pwrite_all(handle.fd, bytes(size), offset)
 
     def fsync(self, handle: _RealHandle) -> None:
         os.fdatasync(handle.fd)
 
     def truncate(self, handle: _RealHandle, size: int) -> None:
         os.ftruncate(handle.fd, size)
-        handle.end = handle.zeroed_end = size
+        handle.end = size
 
     def size(self, handle: _RealHandle) -> int:
         return handle.end
@@ -233,14 +227,9 @@ class MemFs:
         self._write_at(handle, handle.end, data)
         handle.end += len(data)
 
-    def preallocate(self, handle: _MemHandle, size: int) -> int:
-        assert not handle.closed
-        start = max(handle.end, len(handle.inode.data))
-        stop = handle.end + size
-        if stop <= start:
-            return 0
-        self._write_at(handle, start, bytes(stop - start))
-        return stop - start
+    def write_zeros(self, handle: _MemHandle, offset: int, size: int) -> None:
+        assert not handle.closed and offset >= handle.end, (offset, handle.end)
+        self._write_at(handle, offset, bytes(size))
 
     def _write_at(self, handle: _MemHandle, offset: int, data: bytes) -> None:
         inode = handle.inode

@@ -377,11 +377,11 @@ class SegmentedLog:
         self._check_usable()
         ahead = self._zeroed_end - self._active_size
         target = min(self._active_size + size, self._segment_size_max)
-        if ahead >= size // 4 or target <= max(self._zeroed_end, self._active_size):
+        start = max(self._zeroed_end, self._active_size)    # zeros already there are kept
+        if ahead >= size // 4 or target <= start:
             return False
         try:
-            if not self._fs.preallocate(self._handle, target - self._active_size):
-                return False
+            self._fs.write_zeros(self._handle, start, target - start)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 return False     # zeros only: nothing is lost, appends go on growing the file

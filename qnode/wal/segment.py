@@ -6,7 +6,7 @@ A segment file is `<base LSN, 20 digits>.wal` = segment header, then whole batch
       magic 8s "QNODEWAL" | version u16 | reserved u16 | cluster_id u64 | node_id u64
       | base_lsn u64 | header_crc u32 (CRC32C of the 36 bytes before it)
     batch: KIND_BATCH record, then `record_count` user records with consecutive LSNs
-    then, possibly, zeros to the end of the file (preallocated space, see `fs.preallocate`)
+    then, possibly, zeros to the end of the file (preallocated space, see `SegmentedLog.preallocate`)
 
 Invariants a valid segment satisfies (checked by `scan_segment`, never assumed):
 - the header CRC verifies, the magic and version are ours, the cluster and node ids match the

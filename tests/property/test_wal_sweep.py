@@ -54,9 +54,9 @@ class _ArmedFs(MemFs):
         self._tick()
         return super().append(handle, data)
 
-    def preallocate(self, handle, size):
+    def write_zeros(self, handle, offset, size):
         self._tick()
-        return super().preallocate(handle, size)
+        return super().write_zeros(handle, offset, size)
 
     def fsync(self, handle):
         self._tick()

@@ -136,18 +136,20 @@ def test_memfs_capacity_and_injected_errors():
         fs.fsync_dir("/d")
 
 
-def test_contract_preallocate_writes_zeros_after_the_end_without_moving_it(disk):
+def test_contract_write_zeros_after_the_end_does_not_move_it(disk):
     fs, d = disk
     fs.makedirs(d)
     h = fs.open(f"{d}/f", create=True)
     fs.append(h, b"abc")
-    assert fs.preallocate(h, 100) == 100           # zeros over [3, 103)
+    fs.write_zeros(h, 3, 100)                      # zeros over [3, 103)
     assert fs.size(h) == 3
     assert fs.read(f"{d}/f") == b"abc" + bytes(100)
     fs.append(h, b"de")                            # overwrites zeros, the file does not grow
     assert fs.read(f"{d}/f") == b"abcde" + bytes(98)
-    assert fs.preallocate(h, 50) == 0              # [5, 55) is zeros already
-    assert fs.preallocate(h, 101) == 3             # only [103, 106) is new
+    fs.write_zeros(h, 103, 3)                      # extends the zeros to [5, 106)
+    assert fs.read(f"{d}/f") == b"abcde" + bytes(101)
+    with pytest.raises(AssertionError):
+        fs.write_zeros(h, 4, 10)                   # never over what was appended
     fs.fsync(h)
     fs.truncate(h, 5)
     assert fs.size(h) == 5
@@ -167,7 +169,7 @@ def test_memfs_crash_tears_an_overwrite_of_durable_zeros_page_by_page():
         fs.makedirs("/d")
         h = fs.open("/d/f", create=True)
         fs.append(h, b"H" * 10)
-        fs.preallocate(h, pages * PAGE_SIZE)
+        fs.write_zeros(h, 10, pages * PAGE_SIZE)
         fs.fsync(h)
         fs.fsync_dir("/d")
         fs.append(h, new[: pages * PAGE_SIZE - 10])  # over the zeros, up to the old end

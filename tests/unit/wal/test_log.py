@@ -466,7 +466,7 @@ def test_truncate_after_drops_preallocated_zeros_with_the_suffix(disk):
 
 def test_preallocation_out_of_space_is_skipped_and_an_io_error_fails_the_log():
     class NoSpace(MemFs):
-        def preallocate(self, handle, size):
+        def write_zeros(self, handle, offset, size):
             raise OSError(28, "No space left on device")
 
     fs = NoSpace()

@@ -424,7 +424,7 @@ async def test_the_thread_keeps_zeros_preallocated_ahead_of_the_tail(tmp_path):
 
 async def test_an_io_error_while_preallocating_fails_the_wal():
     class FailingZeros(MemFs):
-        def preallocate(self, handle, size):
+        def write_zeros(self, handle, offset, size):
             raise OSError(5, "Input/output error")
 
     wal = await Wal.open("/wal", WalConfig(cluster_id=7, node_id=3, preallocate_size=64 * 1024),
