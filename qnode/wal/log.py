@@ -538,7 +538,6 @@ class SegmentedLog:
         if fs.exists(temp):
             fs.remove(temp)
         handle = fs.open(temp, create=True)
-        total_size = 0
         try:
             total_size = self._write_checkpoint_file(handle, lsn, payload, live_base, retire)
         except OSError as e:

@@ -243,7 +243,7 @@ class Wal:
             raise WalBackpressure(f"{self._pending_size} bytes are waiting for fsync "
                                   f"(pending_size_max {self._config.pending_size_max})",
                                   retry_after_ms=10)
-        if self._free_bytes - self._pending_size - size < self._config.disk_reserve_size:
+        if not self.has_room_for(size):
             self._disk_full_rejections += 1
             raise DiskFull(f"free space {self._free_bytes} bytes minus pending is below the "
                            f"reserve of {self._config.disk_reserve_size} bytes", retry_after_ms=1000)

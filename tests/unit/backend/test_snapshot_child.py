@@ -26,6 +26,7 @@ from qnode.backend.snapshot_child import SnapshotChild, SnapshotFailed
 from qnode.frontend.api import SendEntry
 from qnode.wal.errors import CheckpointNotWritten
 from qnode.wal.writer import WalConfig
+from tests.unit.frontend.helpers import wait_for
 
 CONFIG = BackendConfig(wal=WalConfig(disk_reserve_size=0))
 
@@ -242,9 +243,7 @@ class _ManualClock:
 async def _passes(svc: BackendService, count: int) -> None:
     """Wait (bounded) until the maintenance task has run `count` more passes."""
     target = svc.maintenance_passes + count
-    async with asyncio.timeout(30):
-        while svc.maintenance_passes < target:
-            await asyncio.sleep(0.001)       # polling a counter under a deadline
+    await wait_for(lambda: svc.maintenance_passes >= target, timeout=30)
 
 
 async def test_failed_checkpoints_back_off_and_never_stop_maintenance(tmp_path: Path) -> None:
@@ -259,9 +258,7 @@ async def test_failed_checkpoints_back_off_and_never_stop_maintenance(tmp_path: 
         svc._log_bytes_since_checkpoint = 1 << 30          # due at every pass
         good_chunks = svc._engine.snapshot_chunks
         svc._engine.snapshot_chunks = lambda: 1 / 0         # every child fails
-        async with asyncio.timeout(30):
-            while svc.checkpoint_failures < 1:
-                await _passes(svc, 1)
+        await wait_for(lambda: svc.checkpoint_failures >= 1, timeout=30)
         await _passes(svc, 20)
         assert svc.checkpoint_failures == 1                 # no fork per pass: backing off
         for delay_ms, failures in ((1000, 2), (2000, 3), (4000, 4)):
@@ -269,14 +266,10 @@ async def test_failed_checkpoints_back_off_and_never_stop_maintenance(tmp_path: 
             await _passes(svc, 10)
             assert svc.checkpoint_failures == failures - 1
             clock.ms += 1
-            async with asyncio.timeout(30):
-                while svc.checkpoint_failures < failures:
-                    await _passes(svc, 1)
+            await wait_for(lambda: svc.checkpoint_failures >= failures, timeout=30)
         svc._engine.snapshot_chunks = good_chunks
         clock.ms += 8000
-        async with asyncio.timeout(30):
-            while svc.checkpoints < 1:
-                await _passes(svc, 1)
+        await wait_for(lambda: svc.checkpoints >= 1, timeout=30)
         assert svc._wal.checkpoint_lsn > 0 and svc._checkpoint_retry_ms == 0
         assert svc.stats()["backend"]["checkpoint_failures"] == 4
     finally:
@@ -298,6 +291,7 @@ async def test_a_checkpoint_without_room_on_disk_is_refused_before_forking(tmp_p
         assert asked and asked[0] >= 2 * svc._engine.stats().bytes
         assert svc._wal.checkpoint_lsn == 0
         assert svc._log_bytes_since_checkpoint == 12345     # still due, counted once
+        monkeypatch.undo()                                  # room again: the service goes on
         assert len(await svc.receive_messages("q", max_count=10)) == 10
     finally:
         await svc.close()
