@@ -353,7 +353,8 @@ class MetadataNode:
             raft.update(role=st.role.value, term=st.term, leader=st.leader, commit=st.commit,
                         applied=st.applied, first_index=st.first_index, last_index=st.last_index,
                         voters=list(st.voters),
-                        leader_address=self.address_of(st.leader))
+                        leader_address=self.address_of(st.leader),
+                        compaction_failures=self.store.driver.compaction_failures)
         members = []
         if self.membership is not None:
             for m in self.membership.members():

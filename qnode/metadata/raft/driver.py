@@ -13,6 +13,11 @@ The Ready cycle, in this order (etcd-raft README; RaftCore docstring):
   4. resolve ReadIndex futures (the caller waits for applied >= index, see wait_applied)
   5. core.advance(rd); maybe compact (snapshot + storage.save_snapshot)
 
+A compaction whose checkpoint is not written (CheckpointNotWritten: the temp file failed, e.g. the
+disk is full) loses nothing, since the log still holds every entry: it is logged and counted in
+`compaction_failures`, and the next compaction, `compact_every_count` entries later, tries again.
+Any other storage error ends `run()` (fail-stop: a log that cannot persist a Ready must not ack).
+
 Bounds: the inbox holds `inbox_count_max` inputs; a full inbox drops inbound Raft messages (Raft
 retransmits) and refuses proposals and reads with Busy. Proposals and reads carry deadlines
 chosen by the caller (MetadataStore), so nothing waits forever.
@@ -47,6 +52,7 @@ from qnode.metadata.raft.core import RaftCore, Ready, Role
 from qnode.metadata.raft.messages import Entry, EntryKind, Message, ReadState, Snapshot
 from qnode.metadata.raft.storage import RaftStorage
 from qnode.protocol.errors import Busy, NotLeader, QnodeError, RequestTimeout, ShuttingDown, Unavailable
+from qnode.wal.errors import CheckpointNotWritten
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class RaftDriver:
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
         self._stopping = False
         self.dropped_message_count = 0
+        self.compaction_failures = 0
         self.applied_index = core.log.applied
         self.role_listeners: list[Callable[[Role, int, str | None], None]] = []
         self._last_role: tuple[Role, int, str | None] = (core.role, core.term, core.leader)
@@ -240,7 +247,13 @@ class RaftDriver:
         if core.log.applied - core.log.snapshot_index < self.compact_every_count:
             return
         snap = core.compact(core.log.applied, self.state_machine.take_snapshot())
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.storage.save_snapshot, snap)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.storage.save_snapshot, snap)
+        except CheckpointNotWritten as exc:
+            self.compaction_failures += 1
+            log.error("raft: compaction checkpoint not written; the log keeps every entry, "
+                      "the next compaction retries", extra={"node": core.id, "index": snap.index,
+                                                            "error": repr(exc)})
 
     def _settle_proposals_upto(self, index: int) -> None:
         for i in sorted(self._proposals):

@@ -77,6 +77,7 @@ async def test_a_group_over_tcp_elects_one_leader_and_forwards_proposals(trio):
     status = follower.status()
     assert status["raft"]["leader"] == leader.node_id
     assert status["raft"]["leader_address"] == leader.binary_address
+    assert status["raft"]["compaction_failures"] == 0
 
 
 async def test_malformed_raft_requests_get_typed_errors(trio):

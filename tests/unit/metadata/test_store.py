@@ -7,6 +7,8 @@ redirection (NotLeader with a hint) and that a write is visible to linearizable 
 from __future__ import annotations
 
 import asyncio
+import errno
+import random
 
 import pytest
 
@@ -16,6 +18,9 @@ from qnode.metadata.raft.driver import LoopbackNetwork
 from qnode.metadata.raft.memlog import MemRecordLog
 from qnode.metadata.store import MetadataStore
 from qnode.protocol.errors import NotLeader, QueueAlreadyExists, RequestTimeout
+from qnode.wal.checkpoint import CHECKPOINT_TEMP_NAME
+from qnode.wal.fs import MemFs
+from qnode.wal.log import SegmentedLog
 
 IDS = ["n1", "n2", "n3"]
 
@@ -127,3 +132,44 @@ async def test_isolated_leader_is_replaced_and_its_reads_fail():
         finally:
             for s in stores.values():
                 s.driver.stop()
+
+
+class _DiskFullForCheckpoints(MemFs):
+    """MemFs whose checkpoint temp file hits ENOSPC while `full` is set; segments still grow
+    (a disk with room for small appends but not for a whole checkpoint)."""
+
+    full = True
+
+    def append(self, handle, data: bytes) -> None:
+        if self.full and handle.path.endswith(CHECKPOINT_TEMP_NAME):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().append(handle, data)
+
+
+async def test_a_compaction_the_disk_cannot_hold_is_retried_and_loses_nothing():
+    fs = _DiskFullForCheckpoints()
+    wal = SegmentedLog.open(fs, "/raft", cluster_id=7, node_id=1)
+    cfg = RaftConfig(election_ticks=2, heartbeat_ticks=1)
+    store = MetadataStore.build("n1", ["n1"], wal, _NoPeers(), config=cfg, tick_interval_ms=5,
+                                compact_every_count=3)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(store.driver.run())
+        await _wait_leader(store)
+        for n in range(7):       # two compactions come due; neither checkpoint fits
+            await store.propose(c.create_queue(f"q{n}"))
+        assert store.driver.compaction_failures >= 2
+        assert wal.checkpoint is None
+        fs.full = False          # room again: the next compaction writes its checkpoint
+        for n in range(7, 11):
+            await store.propose(c.create_queue(f"q{n}"))
+        assert wal.checkpoint is not None
+        assert await store.read(lambda st: len(st.list_queues())) == 11
+        store.driver.stop()
+    fs.crash(random.Random(1))
+    again = MetadataStore.build("n1", ["n1"], SegmentedLog.open(fs, "/raft", cluster_id=7, node_id=1),
+                                _NoPeers(), config=cfg, tick_interval_ms=5, compact_every_count=3)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(again.driver.run())
+        await _wait_leader(again)
+        assert await again.read(lambda st: st.list_queues()) == sorted(f"q{n}" for n in range(11))
+        again.driver.stop()
