@@ -170,10 +170,13 @@ class Node:
         return {"status": "ok", "node_id": self.config.node_id, "roles": list(self.config.roles)}
 
     def metrics_text(self) -> str:
-        """Prometheus text exposition of the backend's counters and gauges."""
+        """Prometheus text exposition of the backend's and the Raft replica's counters and gauges."""
         from qnode.metrics import render_metrics
 
-        return render_metrics(self.backend.stats() if self.backend else {})
+        stats = dict(self.backend.stats()) if self.backend else {}
+        if self.cluster is not None:
+            stats.update(self.cluster.stats())
+        return render_metrics(stats)
 
     async def stop(self) -> None:
         await self._close_components()

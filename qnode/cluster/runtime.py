@@ -31,6 +31,7 @@ from qnode.cluster.queues import ClusterQueues
 from qnode.cluster.remote import RemoteMetadata
 from qnode.cluster.transport import PeerPool
 from qnode.metadata import commands
+from qnode.metadata.raft.core import Role
 from qnode.protocol.errors import QnodeError, QueueAlreadyExists
 
 log = logging.getLogger(__name__)
@@ -189,3 +190,15 @@ class ClusterRuntime:
 
     def status(self) -> dict:
         return self.meta.status()
+
+    def stats(self) -> dict:
+        """Numbers for /metrics: this node's Raft replica, when it runs one."""
+        store = getattr(self.meta, "store", None)
+        driver = getattr(store, "driver", None) if store is not None else None
+        if driver is None:
+            return {}
+        st = driver.core.status()
+        return {"raft": {"term": st.term, "commit": st.commit, "applied": st.applied,
+                         "is_leader": st.role is Role.LEADER,
+                         "compaction_failures": driver.compaction_failures,
+                         "dropped_messages": driver.dropped_message_count}}

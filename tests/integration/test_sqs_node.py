@@ -62,4 +62,6 @@ async def test_node_serves_signed_sqs_with_its_account(keyed_node):
         with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
             text = r.read().decode()
         assert "qnode_http_inflight_requests" in text
+        assert "qnode_raft_is_leader 1" in text          # the one-member metadata group
+        assert "qnode_raft_compaction_failures 0" in text
     await asyncio.to_thread(run)
