@@ -95,7 +95,8 @@ def merge(members: list[dict], views: dict[str, dict], queried: str) -> dict:
         raft = None
         if view is not None and (view.get("raft") or {}).get("started"):
             r = view["raft"]
-            raft = {k: r.get(k) for k in ("role", "term", "commit", "applied", "last_index")}
+            raft = {k: r.get(k) for k in ("role", "term", "commit", "applied", "last_index",
+                                          "compaction_failures")}
         if m.get("id") == leader:
             leader_address = m.get("address")
         out_members.append({"id": m.get("id"), "address": m.get("address"), "roles": list(m.get("roles") or []),

@@ -12,7 +12,8 @@ MEMBERS = [{"id": n, "address": f"127.0.0.1:{7700 + i}", "roles": ["metadata"], 
 
 def view(node_id: str, role: str, term: int, leader: str | None, commit: int) -> dict:
     return {"node_id": node_id, "raft": {"started": True, "role": role, "term": term, "leader": leader,
-                                         "commit": commit, "applied": commit, "last_index": commit + 1}}
+                                         "commit": commit, "applied": commit, "last_index": commit + 1,
+                                         "compaction_failures": 0}}
 
 
 def test_leader_and_term_come_from_the_highest_term_claim():
@@ -22,7 +23,8 @@ def test_leader_and_term_come_from_the_highest_term_claim():
     assert status["leader_address"] == "127.0.0.1:7700"
     assert [m["id"] for m in status["members"]] == ["m1", "m2", "m3"]
     by_id = {m["id"]: m for m in status["members"]}
-    assert by_id["m2"]["raft"] == {"role": "leader", "term": 4, "commit": 10, "applied": 10, "last_index": 11}
+    assert by_id["m2"]["raft"] == {"role": "leader", "term": 4, "commit": 10, "applied": 10, "last_index": 11,
+                                   "compaction_failures": 0}
     assert by_id["m3"]["raft"] is None and by_id["m3"]["state"] == "dead"
 
 
