@@ -50,10 +50,25 @@ OP_SEND, OP_RECV, OP_DELETE, OP_OK = 1, 2, 3, 4
 ZEROS_AHEAD_SIZE = 1024 * 1024        # kept written ahead of the tail, as qnode's WAL does
 ZEROS_LOW_SIZE = 256 * 1024           # top up when less than this is left
 BODY = b"x" * 1024
+FRAME_SIZE_MAX = 1 << 20              # a batch of 10 KiB bodies is far below it
 START_TIMEOUT_S = 30.0
 STAMP = struct.Struct("<d")          # perf_counter() at send, first bytes of an idle-test body
 IDLE_INTERVAL_S = 0.05
 IDLE_SAMPLES = 200
+
+
+def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete (op, payload) frames at the front of `buf`, and the partial rest."""
+    frames = []
+    while len(buf) >= HEAD.size:
+        size, op = HEAD.unpack_from(buf)
+        if size > FRAME_SIZE_MAX:
+            raise ValueError(f"frame of {size} bytes (at most {FRAME_SIZE_MAX})")
+        if len(buf) < HEAD.size + size:
+            break
+        frames.append((op, buf[HEAD.size:HEAD.size + size]))
+        buf = buf[HEAD.size + size:]
+    return frames, buf
 
 
 # ----------------------------------------------------------------------------------- server
@@ -175,13 +190,8 @@ class ServerProtocol(asyncio.Protocol):
             self.transport.write(HEAD.pack(len(payload), op) + payload)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        while len(buf) >= HEAD.size:
-            size, op = HEAD.unpack_from(buf)
-            if len(buf) < HEAD.size + size:
-                break
-            payload = buf[HEAD.size:HEAD.size + size]
-            buf = buf[HEAD.size + size:]
+        frames, self.buf = split_frames(self.buf + data)
+        for op, payload in frames:
             ok = lambda _: self.reply(OP_OK, b"")
             if op == OP_SEND:
                 (count,) = struct.unpack_from(">H", payload)
@@ -196,7 +206,6 @@ class ServerProtocol(asyncio.Protocol):
             elif op == OP_DELETE:
                 ids = list(struct.unpack_from(f">{len(payload) // 8}Q", payload))
                 self.store.delete(ids, ok)
-        self.buf = buf
 
 
 async def serve(port_file: str, data_dir: str, fsync: bool) -> None:
@@ -218,16 +227,10 @@ class ClientProtocol(asyncio.Protocol):
         self.fut: asyncio.Future | None = None
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        while len(buf) >= HEAD.size:
-            size, _ = HEAD.unpack_from(buf)
-            if len(buf) < HEAD.size + size:
-                break
-            payload = buf[HEAD.size:HEAD.size + size]
-            buf = buf[HEAD.size + size:]
+        frames, self.buf = split_frames(self.buf + data)
+        for _op, payload in frames:
             fut, self.fut = self.fut, None
             fut.set_result(payload)
-        self.buf = buf
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.fut is not None and not self.fut.done():
