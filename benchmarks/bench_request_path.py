@@ -85,7 +85,9 @@ class VirtualClient:
         self.messages = 0
         self.cid = 0
         self.requests = 0
-        self.done = asyncio.get_running_loop().create_future()
+        # The loop is looked up once: on CPython 3.11 each get_running_loop() is a getpid().
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
         self._step = "hello"
         self._receipt = ""
         self._send_seq = 0
@@ -114,7 +116,7 @@ class VirtualClient:
                 self.done.set_result(None)
             return
         # Replies arrive from inside the node's callbacks: start the next request from the loop.
-        asyncio.get_running_loop().call_soon(self._next, reply)
+        self.loop.call_soon(self._next, reply)
 
     def _next(self, reply: list | None) -> None:
         if self._step in ("hello", "delete"):

@@ -39,7 +39,7 @@ import msgpack
 from qnode import limits
 from qnode.backend import attributes as qattrs
 from qnode.backend import records as rec
-from qnode.backend.md5 import md5_of_attributes, md5_of_body
+from qnode.backend.md5 import md5_of_attributes
 from qnode.backend.message import DELAYED, GONE, INFLIGHT, PENDING, READY, Message
 from qnode.backend.queue import Queue, Waiter
 from qnode.backend.receipt import SECRET_SIZE, ReceiptCodec
@@ -173,7 +173,6 @@ class _Usage:
 
 
 _TRACE = "AWSTraceHeader"
-_md5 = hashlib.md5
 _COUNT_STR = tuple(str(i) for i in range(64))
 
 
@@ -682,20 +681,19 @@ class Engine:
                     seq = self._next_seq
                     self._next_seq = seq + 1
                     mid = self._new_id()
-                    md5 = _md5(body, usedforsecurity=False).hexdigest()   # = md5_of_body
-                    m = Message(seq, mid, body, _EMPTY, md5, None, _EMPTY, None, now_ms, now_ms,
+                    m = Message(seq, mid, body, _EMPTY, None, _EMPTY, None, now_ms, now_ms,
                                 0, 0, None, None, 0, None, None, size)
                     q.add(m)
                     usage.bytes += size
                     usage.count += 1
                     if durable:
-                        raws.append([seq, mid, body, None, md5, None, None, None, now_ms, now_ms,
+                        raws.append([seq, mid, body, None, None, None, None, None, now_ms, now_ms,
                                      0, 0, None, None, 0, None, None, size])
                     if fsync:
                         unbound.append((q, m))
                     else:
                         self._place(q, m, now_ms)
-                    results.append(SendResult(mid, md5, None, None, None, e.entry_id, False))
+                    results.append(SendResult(mid, None, None, None, e.entry_id, False))
                     continue
             try:
                 results.append(self._send_one(q, e, now_ms, raws, dedups))
@@ -729,7 +727,7 @@ class Engine:
         if dedup_key is not None:
             hit = q.dedup.get(dedup_key)
             if hit is not None and hit[2] > now_ms:
-                return SendResult(hit[0], md5_of_body(bytes(body)), md5_of_attributes(e.attributes),
+                return SendResult(hit[0], md5_of_attributes(e.attributes),
                                   md5_of_attributes(sys_attrs), str(hit[1]), e.entry_id, True)
         self._check_capacity(q, size)
         seq = self._next_seq
@@ -738,9 +736,9 @@ class Engine:
         attrs = e.attributes
         md5_attrs = md5_of_attributes(attrs) if attrs else None
         md5_sys = md5_of_attributes(sys_attrs) if sys_attrs else None
-        m = Message(seq, mid, bytes(body), dict(attrs) if attrs else _EMPTY, md5_of_body(body),
-                    md5_attrs, dict(sys_attrs) if sys_attrs else _EMPTY, md5_sys, now_ms,
-                    visible_at, 0, 0, group_id, dedup_id, seq if q.fifo else 0, None, None, size)
+        m = Message(seq, mid, bytes(body), dict(attrs) if attrs else _EMPTY, md5_attrs,
+                    dict(sys_attrs) if sys_attrs else _EMPTY, md5_sys, now_ms, visible_at,
+                    0, 0, group_id, dedup_id, seq if q.fifo else 0, None, None, size)
         q.add(m)
         self._usage.bytes += size
         self._usage.count += 1
@@ -757,7 +755,7 @@ class Engine:
             self._unbound.append((q, m))
         else:
             self._place(q, m, now_ms)
-        return SendResult(mid, m.md5_body, md5_attrs, md5_sys, str(seq) if q.fifo else None,
+        return SendResult(mid, md5_attrs, md5_sys, str(seq) if q.fifo else None,
                           e.entry_id, False)
 
     def _new_id(self) -> str:
@@ -976,8 +974,8 @@ class Engine:
                 "ApproximateReceiveCount": _COUNT_STR[count] if count < 64 else str(count),
                 "ApproximateFirstReceiveTimestamp": ms_str(m.first_receive_ms),
             }
-            out.append(ReceivedMessage(m.message_id, make(qid, m.seq, count), m.body, m.md5_body,
-                                 m.md5_attrs, m.attrs, system))
+            out.append(ReceivedMessage(m.message_id, make(qid, m.seq, count), m.body, m.md5_attrs,
+                                       m.attrs, system))
         return tuple(out)
 
     def _present(self, q: Queue, m: Message, peek: bool = False) -> ReceivedMessage:
@@ -1003,7 +1001,7 @@ class Engine:
         if trace is not None:
             system[_TRACE] = trace.string_value or ""
         receipt = None if peek else self._codec.make(q.queue_id, m.seq, m.receive_count)
-        return ReceivedMessage(m.message_id, receipt, m.body, m.md5_body, m.md5_attrs, m.attrs, system)
+        return ReceivedMessage(m.message_id, receipt, m.body, m.md5_attrs, m.attrs, system)
 
     def delete(self, name: str, receipts: Sequence[str], now_ms: int) -> tuple[list, bool]:
         """-> (per-receipt None | QnodeError, sync). A stale handle (the message was received
@@ -1130,7 +1128,7 @@ class Engine:
             return
         seq = self._next_seq
         self._next_seq = seq + 1
-        copy = Message(seq, m.message_id, m.body, m.attrs, m.md5_body, m.md5_attrs, m.sys_attrs,
+        copy = Message(seq, m.message_id, m.body, m.attrs, m.md5_attrs, m.sys_attrs,
                        m.md5_sys, m.sent_ms, now_ms, 0, 0, m.group_id, m.dedup_id,
                        seq if dst.fifo else 0, src.arn if keep_source else None,
                        m.reason if keep_source else None, m.size)

@@ -25,13 +25,13 @@ STATE_NAMES = ("PENDING", "DELAYED", "READY", "INFLIGHT", "GONE")
 
 
 class Message:
-    __slots__ = ("seq", "message_id", "body", "attrs", "md5_body", "md5_attrs", "sys_attrs",
+    __slots__ = ("seq", "message_id", "body", "attrs", "md5_attrs", "sys_attrs",
                  "md5_sys", "sent_ms", "visible_at_ms", "receive_count", "first_receive_ms",
                  "group_id", "dedup_id", "sequence_number", "dlq_source_arn", "reason", "size",
                  "state")
 
     def __init__(self, seq: int, message_id: str, body: bytes,
-                 attrs: Mapping[str, MessageAttribute], md5_body: str, md5_attrs: str | None,
+                 attrs: Mapping[str, MessageAttribute], md5_attrs: str | None,
                  sys_attrs: Mapping[str, MessageAttribute], md5_sys: str | None, sent_ms: int,
                  visible_at_ms: int, receive_count: int = 0, first_receive_ms: int = 0,
                  group_id: str | None = None, dedup_id: str | None = None,
@@ -41,7 +41,6 @@ class Message:
         self.message_id = message_id
         self.body = body
         self.attrs = attrs
-        self.md5_body = md5_body
         self.md5_attrs = md5_attrs
         self.sys_attrs = sys_attrs
         self.md5_sys = md5_sys

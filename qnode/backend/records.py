@@ -19,6 +19,10 @@ entries, move tasks). Kinds are stable and never renumbered.
 | 25   | VISIBILITY      | [qid, [[seq, visible_at_ms, reason|None], ...]]        |
 | 26   | MOVE            | [src_qid, dst_qid, [[src_seq, message], ...]]          |
 | 27   | MOVE_TASK       | [task fields...] (upsert by handle)                    |
+
+A `message` is the 18-slot array of `encode_message`. Its fifth slot held the body's MD5 until
+the engine stopped computing it (the SQS gateway digests what it returns); it is now written as
+None and ignored when read, so logs and checkpoints from either side of that change replay alike.
 """
 
 from __future__ import annotations
@@ -70,15 +74,15 @@ def decode_attrs(raw: list | None) -> dict[str, MessageAttribute]:
 
 
 def encode_message(m: Message) -> list:
-    return [m.seq, m.message_id, m.body, encode_attrs(m.attrs), m.md5_body, m.md5_attrs,
+    return [m.seq, m.message_id, m.body, encode_attrs(m.attrs), None, m.md5_attrs,
             encode_attrs(m.sys_attrs), m.md5_sys, m.sent_ms, m.visible_at_ms, m.receive_count,
             m.first_receive_ms, m.group_id, m.dedup_id, m.sequence_number, m.dlq_source_arn,
             m.reason, m.size]
 
 
 def decode_message(raw: list) -> Message:
-    (seq, mid, body, attrs, md5_body, md5_attrs, sys_attrs, md5_sys, sent_ms, visible_at_ms,
+    (seq, mid, body, attrs, _md5_body, md5_attrs, sys_attrs, md5_sys, sent_ms, visible_at_ms,
      receive_count, first_ms, group_id, dedup_id, seqno, dlq_src, reason, size) = raw
-    return Message(seq, mid, body, decode_attrs(attrs), md5_body, md5_attrs,
+    return Message(seq, mid, body, decode_attrs(attrs), md5_attrs,
                    decode_attrs(sys_attrs), md5_sys, sent_ms, visible_at_ms, receive_count,
                    first_ms, group_id, dedup_id, seqno, dlq_src, reason, size)

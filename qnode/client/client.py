@@ -14,6 +14,7 @@ Errors are the typed `qnode.protocol.errors` classes. When no node answers, call
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import uuid
@@ -55,11 +56,16 @@ class Sent:
     """The result of one send: `.id` is the message id."""
 
     id: str
-    md5_body: str
     md5_attributes: str | None = None
     sequence_number: str | None = None
     entry_id: str | None = None
     duplicate: bool = False
+    _body: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def md5_body(self) -> str:
+        """MD5 of the body sent (hex), as SQS's MD5OfMessageBody; computed when asked for."""
+        return hashlib.md5(self._body, usedforsecurity=False).hexdigest()
 
 
 @dataclass(eq=False, slots=True)
@@ -72,11 +78,15 @@ class Message:
     attributes: dict[str, Any]
     system: dict[str, str]
     receipt: str | None
-    md5_body: str
     raw_attributes: dict[str, MessageAttribute]
     queue: "Queue | None" = field(default=None, repr=False)
     _subscription: Any = field(default=None, repr=False)
     _settled: bool = field(default=False, repr=False)
+
+    @property
+    def md5_body(self) -> str:
+        """MD5 of the body (hex), as SQS's MD5OfBody; computed when asked for."""
+        return hashlib.md5(self.body, usedforsecurity=False).hexdigest()
 
     def _require(self) -> "Queue":
         if self.queue is None or self.receipt is None:
@@ -130,19 +140,20 @@ def _message(d: Mapping, queue: "Queue | None", subscription: Any = None) -> Mes
         # is a fresh dict from the decoder, so it is not copied.
         system = d.get("system")
         return Message(d["message_id"], d["body"], {}, system if type(system) is dict else {},
-                       d.get("receipt"), d.get("md5_body", ""), {}, queue, subscription)
+                       d.get("receipt"), {}, queue, subscription)
     m = payloads.received_from_wire(d)
     return Message(m.message_id, m.body,
                    {k: values.from_message_attribute(a) for k, a in m.attributes.items()},
-                   dict(m.system), m.receipt, m.md5_body, dict(m.attributes), queue, subscription)
+                   dict(m.system), m.receipt, dict(m.attributes), queue, subscription)
 
 
-def _sent(d: Mapping) -> Sent | QnodeError:
-    """One slot of a send reply, straight from the wire (see payloads.send_result_from_wire)."""
+def _sent(d: Mapping, body: bytes) -> Sent | QnodeError:
+    """One slot of a send reply, straight from the wire (see payloads.send_result_from_wire),
+    for the entry whose `body` was sent."""
     if "error" in d:
         return error_from_wire(d["error"])
-    return Sent(d["message_id"], d["md5_body"], d.get("md5_attributes"), d.get("sequence_number"),
-                d.get("entry_id"), bool(d.get("duplicate", False)))
+    return Sent(d["message_id"], d.get("md5_attributes"), d.get("sequence_number"),
+                d.get("entry_id"), bool(d.get("duplicate", False)), body)
 
 
 class Queue:
@@ -208,7 +219,7 @@ class Queue:
                                  "group_id": group_id, "dedup_id": dedup_id,
                                  "deliver_at": deliver_at}, 0)
         result = await self.client._call("send", {"queue": self.name, "entries": [entry]}, timeout=timeout)
-        r = _sent(result["results"][0])
+        r = _sent(result["results"][0], entry["body"])
         if isinstance(r, QnodeError):
             raise r
         return r
@@ -224,7 +235,7 @@ class Queue:
         for start in range(0, len(entries), step):
             chunk = entries[start:start + step]
             result = await self.client._call("send", {"queue": self.name, "entries": chunk}, timeout=timeout)
-            out.extend(_sent(r) for r in result["results"])
+            out.extend(_sent(r, e["body"]) for r, e in zip(result["results"], chunk))
         return out
 
     # --- receive ---------------------------------------------------------------------------

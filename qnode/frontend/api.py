@@ -50,8 +50,10 @@ class SendEntry:
 
 @dataclass(slots=True)
 class SendResult:
+    """The body's MD5 is not here: whoever needs it (the SQS gateway) has the body and digests
+    it there, so the engine does not spend it on every message."""
+
     message_id: str
-    md5_body: str
     md5_attributes: str | None = None
     md5_system_attributes: str | None = None
     sequence_number: str | None = None       # FIFO only
@@ -64,7 +66,6 @@ class ReceivedMessage:
     message_id: str
     receipt: str | None                      # None for peek
     body: bytes
-    md5_body: str
     md5_attributes: str | None
     attributes: Mapping[str, MessageAttribute]
     # SQS system attributes by name: SentTimestamp, ApproximateReceiveCount,

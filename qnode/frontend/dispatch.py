@@ -154,6 +154,35 @@ def _receipt(value: Any) -> str:
     return value
 
 
+class _Running:
+    """A first attempt still running, in the request-id cache. Retries that arrive meanwhile
+    each wait on a future of their own (so a cancelled retry cancels nothing else); the first
+    attempt creates none, which keeps the common request free of a future and a loop lookup."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future] = []
+
+    def wait(self) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    def finish(self, *, result: Any = None, exc: BaseException | None = None,
+               cancelled: bool = False) -> None:
+        for fut in self._waiters:
+            if fut.done():
+                continue
+            if cancelled:
+                fut.cancel()
+            elif exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        self._waiters.clear()
+
+
 def _extra_op(fn: Callable[[Mapping], Awaitable[Any]]) -> Callable[[Mapping, Session], Awaitable[Any]]:
     async def handler(args: Mapping, s: Session) -> Any:
         return await fn(args)
@@ -204,24 +233,22 @@ class Dispatcher:
             if type(first) is bytes:
                 # The first attempt finished: its result, as remembered (see below).
                 return msgpack.unpackb(first, raw=False, strict_map_key=False)
-            # A retry while the first attempt runs: wait for its result. shield: a cancelled
-            # retry must not cancel the first attempt.
-            return await asyncio.shield(first)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._cache.put(key, fut, now_ms)
+            # A retry while the first attempt runs: wait for its result.
+            return await first.wait()
+        running = _Running()
+        self._cache.put(key, running, now_ms)
         try:
             result = await handler(req.args, session)
         except QnodeError as exc:
             # Failures are not remembered: a retry after a NotLeader/Unavailable must run again.
             self._cache.remove(key)
-            fut.set_exception(exc)
-            fut.exception()           # mark retrieved: nobody may be waiting
+            running.finish(exc=exc)
             raise
         except BaseException:
             self._cache.remove(key)
-            fut.cancel()
+            running.finish(cancelled=True)
             raise
-        fut.set_result(result)
+        running.finish(result=result)
         # Once done, remember the result packed (~430 bytes per entry instead of ~1 KiB for a
         # future holding the wire dicts: 100,000 remembered ids weighed ~100 MB of RSS). A wire
         # result is msgpack data by construction, so a retry gets an equal value back.
@@ -229,8 +256,8 @@ class Dispatcher:
             packed = self._packer.pack(result)
         except (TypeError, ValueError, OverflowError):
             self._packer.reset()
-            return result         # not msgpack data (then the reply fails too): keep the future
-        self._cache.replace(key, fut, packed, self._clock_ms(), len(packed) + len(key))
+            return result         # not msgpack data (then the reply fails too): keep the entry
+        self._cache.replace(key, running, packed, len(packed) + len(key))
         return result
 
     # --- queues ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Server-side request-id cache: a retried mutating request returns the first attempt's result.
 
-Owns: a bounded map `key -> value` with a TTL. The shell stores an asyncio future per key, so a
-retry that arrives while the first attempt still runs awaits the same future, then replaces it
-with the packed result; this module is sans-IO and never looks at the values (time comes in as
+Owns: a bounded map `key -> value` with a TTL. The shell stores a marker of the running first
+attempt per key, which a retry arriving meanwhile waits on, then replaces it with the packed
+result; this module is sans-IO and never looks at the values (time comes in as
 `now_ms`, each value's weight in bytes as `size`).
 
 Invariants: at most `count_max` entries and at most `size_max` bytes (the callers' sizes plus
@@ -67,12 +67,23 @@ class RequestCache:
         self._size += size
         assert len(entries) <= self._count_max
 
-    def replace(self, key: Hashable, old: Any, new: Any, now_ms: int, size: int = 0) -> bool:
-        """Store `new` under `key` (TTL restarted) if `old` is still the value there."""
-        entry = self._entries.get(key)
+    def replace(self, key: Hashable, old: Any, new: Any, size: int = 0) -> bool:
+        """Store `new` under `key` if `old` is still the value there, keeping its place and
+        expiry (the TTL counts from the `put`); evicts the oldest others if it grew past
+        `size_max`."""
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None or entry[1] is not old:
             return False
-        self.put(key, new, now_ms, size)
+        size += ENTRY_OVERHEAD_SIZE
+        entries[key] = (entry[0], new, size)
+        self._size += size - entry[2]
+        while self._size > self._size_max and len(entries) > 1:
+            oldest = next(iter(entries))
+            if oldest == key:
+                break
+            self._size -= entries.pop(oldest)[2]
+            self.evicted_count += 1
         return True
 
     def remove(self, key: Hashable) -> None:

@@ -135,7 +135,7 @@ def send_entry_from_wire(d: Any) -> SendEntry:
 def send_result_to_wire(r: SendResult | QnodeError) -> dict:
     if isinstance(r, QnodeError):
         return {"error": r.to_wire()}
-    d: dict[str, Any] = {"message_id": r.message_id, "md5_body": r.md5_body}
+    d: dict[str, Any] = {"message_id": r.message_id}
     if r.md5_attributes is not None:
         d["md5_attributes"] = r.md5_attributes
     if r.md5_system_attributes is not None:
@@ -153,8 +153,7 @@ def send_result_from_wire(d: Mapping) -> SendResult | QnodeError:
     if "error" in d:
         return error_from_wire(d["error"])
     return SendResult(
-        message_id=d["message_id"], md5_body=d["md5_body"],
-        md5_attributes=d.get("md5_attributes"),
+        message_id=d["message_id"], md5_attributes=d.get("md5_attributes"),
         md5_system_attributes=d.get("md5_system_attributes"),
         sequence_number=d.get("sequence_number"), entry_id=d.get("entry_id"),
         duplicate=bool(d.get("duplicate", False)))
@@ -174,7 +173,7 @@ def received_to_wire(m: ReceivedMessage) -> dict:
     # `system` goes out as it is: msgpack only reads it (the engine builds one per message).
     return {
         "message_id": m.message_id, "receipt": m.receipt, "body": m.body,
-        "md5_body": m.md5_body, "md5_attributes": m.md5_attributes,
+        "md5_attributes": m.md5_attributes,
         "attributes": attributes_to_wire(m.attributes) if m.attributes else {},
         "system": m.system,
     }
@@ -183,7 +182,7 @@ def received_to_wire(m: ReceivedMessage) -> dict:
 def received_from_wire(d: Mapping) -> ReceivedMessage:
     return ReceivedMessage(
         message_id=d["message_id"], receipt=d.get("receipt"), body=d["body"],
-        md5_body=d.get("md5_body", ""), md5_attributes=d.get("md5_attributes"),
+        md5_attributes=d.get("md5_attributes"),
         attributes={k: attribute_from_wire(k, v) for k, v in (d.get("attributes") or {}).items()},
         system=dict(d.get("system") or {}))
 

@@ -182,6 +182,23 @@ async def test_send_receive_delete_with_attributes_and_md5(sqs_endpoint):
     await asyncio.to_thread(run)
 
 
+async def test_md5_of_body_covers_the_body_returned_for_a_native_non_utf8_body(sqs_endpoint):
+    """A native client may send any bytes; SQS returns text. The gateway digests what it
+    returns (the body with U+FFFD replacements), so an SDK's MD5OfBody check passes."""
+    from qnode.frontend.api import SendEntry
+    url, api = sqs_endpoint
+    await api.create_queue("raw", {})
+    await api.send_messages("raw", [SendEntry(body=b"ok \xff\xfe end")])
+
+    def run():
+        c = client(url)
+        q = c.get_queue_url(QueueName="raw")["QueueUrl"]
+        [m] = c.receive_message(QueueUrl=q, WaitTimeSeconds=1)["Messages"]
+        assert m["Body"] == "ok \ufffd\ufffd end"
+        assert m["MD5OfBody"] == hashlib.md5(m["Body"].encode()).hexdigest()
+    await asyncio.to_thread(run)
+
+
 async def test_batches_report_mixed_success(sqs_endpoint):
     url, _ = sqs_endpoint
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from qnode import limits
-from qnode.backend.md5 import md5_of_attributes
+from qnode.backend.md5 import md5_of_attributes, md5_of_body
 from qnode.frontend.api import QueueApi, SendEntry
 from qnode.frontend.sqs import messages, urls
 from qnode.frontend.sqs.errors import batch_failure
@@ -284,8 +284,8 @@ def _send_entry(p: Mapping, entry_id: str | None) -> SendEntry:
                      system_attributes=system)
 
 
-def _send_reply(result: Any) -> dict:
-    out: dict[str, Any] = {"MessageId": result.message_id, "MD5OfMessageBody": result.md5_body}
+def _send_reply(result: Any, body: bytes) -> dict:
+    out: dict[str, Any] = {"MessageId": result.message_id, "MD5OfMessageBody": md5_of_body(body)}
     if result.md5_attributes:
         out["MD5OfMessageAttributes"] = result.md5_attributes
     if result.md5_system_attributes:
@@ -303,7 +303,7 @@ async def send_message(api: QueueApi, p: Mapping, ctx: Context) -> dict:
     [result] = await api.send_messages(name, [entry])
     if isinstance(result, QnodeError):
         raise result
-    return _send_reply(result)
+    return _send_reply(result, entry.body)
 
 
 async def send_message_batch(api: QueueApi, p: Mapping, ctx: Context) -> dict:
@@ -332,7 +332,7 @@ async def send_message_batch(api: QueueApi, p: Mapping, ctx: Context) -> dict:
             if isinstance(result, QnodeError):
                 failed.append(batch_failure(entry.entry_id, result))
             else:
-                successful.append({"Id": entry.entry_id, **_send_reply(result)})
+                successful.append({"Id": entry.entry_id, **_send_reply(result, entry.body)})
     return {"Successful": successful, "Failed": failed}
 
 
@@ -352,9 +352,14 @@ async def receive_message(api: QueueApi, p: Mapping, ctx: Context) -> dict:
                  else _unless_stopping(call, ctx.stopping))
     out = []
     for m in got:
-        body = m.body.decode("utf-8", errors="replace")
+        try:
+            body = m.body.decode("utf-8")
+            md5 = md5_of_body(m.body)
+        except UnicodeDecodeError:      # sent as bytes by a native client: digest what is returned
+            body = m.body.decode("utf-8", errors="replace")
+            md5 = md5_of_body(body.encode("utf-8"))
         msg: dict[str, Any] = {"MessageId": m.message_id, "ReceiptHandle": m.receipt,
-                               "MD5OfBody": m.md5_body, "Body": body}
+                               "MD5OfBody": md5, "Body": body}
         system = messages.select_system_attributes(m.system, system_sel)
         if system:
             msg["Attributes"] = system

@@ -49,7 +49,6 @@ def test_send_receive_delete_roundtrip(h: Harness) -> None:
     [m] = h.recv("q")
     assert m.message_id == mid
     assert m.body == b"hello"
-    assert m.md5_body == "5d41402abc4b2a76b9719d911017c592"
     assert m.md5_attributes == md5_of_attributes({"a": MessageAttribute("String", "x")})
     assert m.system["ApproximateReceiveCount"] == "1"
     assert m.system["SentTimestamp"] == str(h.now)
@@ -502,3 +501,14 @@ def test_timer_heap_stays_bounded_with_long_visibility_and_fast_deletes() -> Non
     [m] = h.recv("q", vis_ms=1_000)
     h.advance(1_000)
     assert len(h.recv("q")) == 1                      # live timers survive compaction
+
+
+def test_a_message_logged_with_a_body_digest_replays_as_one_logged_without() -> None:
+    """Logs and checkpoints written before the engine stopped digesting bodies carry the MD5
+    in a message's fifth slot; it is read and ignored, and new records write None there."""
+    from qnode.backend import records as rec
+    old = [7, "id-7", b"hello", None, "5d41402abc4b2a76b9719d911017c592", None, None, None,
+           1_000, 1_000, 0, 0, None, None, 0, None, None, 5]
+    m = rec.decode_message(rec.unpack(rec.pack(old)))
+    assert (m.seq, m.message_id, m.body, m.sent_ms, m.size) == (7, "id-7", b"hello", 1_000, 5)
+    assert rec.encode_message(m) == [*old[:4], None, *old[5:]]

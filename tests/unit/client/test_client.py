@@ -12,6 +12,7 @@ with credit, auto-extend and resubscribe.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import socket
 
@@ -63,6 +64,9 @@ async def test_queue_and_message_round_trip(served):
         msgs = await q.receive(max_messages=10, wait=0)
         assert [m.body for m in msgs] == [b"hello", b"a", b"b", b"c"]
         assert msgs[0].id == sent.id
+        # The node sends no body digests; the client computes SQS's MD5OfBody on demand.
+        assert sent.md5_body == msgs[0].md5_body == "5d41402abc4b2a76b9719d911017c592"
+        assert batch[1].md5_body == msgs[2].md5_body == hashlib.md5(b"b").hexdigest()
         assert msgs[0].attributes == {"n": 7, "s": "x", "b": b"\x01"}
         assert msgs[0].system["ApproximateReceiveCount"] == "1"
         await msgs[0].delete()

@@ -9,7 +9,6 @@ durability, no FIFO ordering rules, no retention.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -164,7 +163,7 @@ class FakeApi:
         for e in entries:
             mid = f"m-{next(self._ids)}"
             q.ready.append(_Msg(mid, e))
-            out.append(SendResult(mid, hashlib.md5(e.body).hexdigest(), entry_id=e.entry_id))
+            out.append(SendResult(mid, entry_id=e.entry_id))
         q.changed.set()
         return out
 
@@ -173,8 +172,7 @@ class FakeApi:
         msg.receive_count += 1
         receipt = f"r-{msg.message_id}-{next(self._ids)}"
         q.inflight[receipt] = msg
-        return ReceivedMessage(msg.message_id, receipt, msg.entry.body,
-                               hashlib.md5(msg.entry.body).hexdigest(), None,
+        return ReceivedMessage(msg.message_id, receipt, msg.entry.body, None,
                                dict(msg.entry.attributes),
                                {"ApproximateReceiveCount": str(msg.receive_count)})
 
@@ -235,8 +233,7 @@ class FakeApi:
 
     async def peek(self, name, max_count=10) -> list[ReceivedMessage]:
         q = self._q(name)
-        return [ReceivedMessage(m.message_id, None, m.entry.body, hashlib.md5(m.entry.body).hexdigest(),
-                                None, dict(m.entry.attributes), {})
+        return [ReceivedMessage(m.message_id, None, m.entry.body, None, dict(m.entry.attributes), {})
                 for m in list(q.ready)[:max_count]]
 
     async def cancel_scheduled(self, name, message_id) -> None:

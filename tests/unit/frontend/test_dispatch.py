@@ -168,6 +168,23 @@ async def test_cancelled_retry_does_not_cancel_the_first_attempt(env):
     assert retry.cancelled()
 
 
+async def test_retry_waiting_on_a_first_attempt_that_is_cancelled_is_cancelled_too(env):
+    api, d, s, _ = env
+    await api.create_queue("q")
+    api.send_gate = asyncio.Event()
+    args = {"queue": "q", "entries": [{"body": b"x"}]}
+    first = asyncio.ensure_future(call(d, s, "send", args, rid="r1"))
+    await api.send_started.wait()
+    retry = asyncio.ensure_future(call(d, s, "send", args, rid="r1", cid=2))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await retry
+    api.send_gate.set()
+    again = await call(d, s, "send", args, rid="r1", cid=3)    # nothing was remembered
+    assert again["results"][0]["message_id"] and api.send_calls == 2
+
+
 async def test_failed_attempt_is_not_remembered_and_ttl_expires(env):
     api, d, s, now = env
     args = {"queue": "later", "entries": [{"body": b"x"}]}

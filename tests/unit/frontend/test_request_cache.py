@@ -54,16 +54,30 @@ def test_expiry_is_in_insertion_order_and_partial():
     assert len(c) == 4        # keys up to 15 expired (expires_at <= 25)
 
 
-def test_replace_only_swaps_the_value_it_expects() -> None:
+def test_replace_only_swaps_the_value_it_expects_and_keeps_its_expiry() -> None:
+    from qnode.frontend.request_cache import ENTRY_OVERHEAD_SIZE as E
     c = RequestCache(count_max=10, ttl_ms=100)
     first, other = object(), object()
-    c.put("k", first, 0)
-    assert not c.replace("k", other, b"packed", 10)
+    c.put("k", first, 0, size=10)
+    c.put("later", first, 5)
+    assert not c.replace("k", other, b"packed", 40)
     assert c.get("k", 10) is first
-    assert c.replace("k", first, b"packed", 50)
-    assert c.get("k", 120) == b"packed"        # TTL restarted at 50
-    assert c.get("k", 150) is None
-    assert not c.replace("missing", first, b"x", 150)
+    assert c.replace("k", first, b"packed", 40)
+    assert c.size == (E + 40) + E
+    assert c.get("k", 99) == b"packed"         # the TTL counts from the put at 0
+    assert c.get("k", 100) is None and c.size == E
+    assert c.get("later", 100) is first        # expiry order is still insertion order
+    assert not c.replace("missing", first, b"x")
+
+
+def test_replace_that_outgrows_the_size_bound_evicts_the_oldest_others() -> None:
+    from qnode.frontend.request_cache import ENTRY_OVERHEAD_SIZE as E
+    c = RequestCache(count_max=10, ttl_ms=1000, size_max=3 * E + 50)
+    for k in ("a", "b", "c"):
+        c.put(k, k, 0)
+    assert c.replace("c", "c", b"big", 100)
+    assert c.get("a", 1) is None and c.get("b", 1) == "b" and c.get("c", 1) == b"big"
+    assert c.size == 2 * E + 100 and c.evicted_count == 1
 
 
 def test_size_bound_evicts_the_oldest_and_accounts_every_removal() -> None:

@@ -8,7 +8,6 @@ injected `now_ms` callable; long polls wait on an asyncio.Condition, never sleep
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -119,8 +118,7 @@ class FakeApi:
             mid = f"m-{next(self._ids)}"
             q.messages[mid] = _Msg(mid, e.body, dict(e.attributes), now,
                                    now + (e.delay_ms or 0))
-            out.append(SendResult(mid, hashlib.md5(e.body).hexdigest(),
-                                  md5_of_attributes(e.attributes), entry_id=e.entry_id))
+            out.append(SendResult(mid, md5_of_attributes(e.attributes), entry_id=e.entry_id))
         async with q.changed:
             q.changed.notify_all()
         return out
@@ -136,8 +134,7 @@ class FakeApi:
                 m.receipt = f"{q.name}:{m.message_id}:{m.receive_count}"
                 m.visible_at_ms = now + vis_ms
                 got.append(ReceivedMessage(
-                    m.message_id, m.receipt, m.body, hashlib.md5(m.body).hexdigest(),
-                    md5_of_attributes(m.attributes), m.attributes,
+                    m.message_id, m.receipt, m.body, md5_of_attributes(m.attributes), m.attributes,
                     {"SentTimestamp": str(m.sent_ms),
                      "ApproximateReceiveCount": str(m.receive_count),
                      "SenderId": "000000000000"}))
