@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from qnode import limits
+from qnode.backend import records as rec
 from qnode.backend.engine import Delivery, Engine, EngineConfig
 from qnode.backend.snapshot_child import SnapshotChild, SnapshotFailed
 from qnode.frontend.api import Consumer, MoveTask, QueueInfo, ReceivedMessage, SendEntry, SendResult
@@ -202,7 +203,10 @@ class BackendService:
         records = self._engine.take_records()
         if records:
             try:
-                lsn = self._wal.append_many(records)
+                # Receive records alone wait on no one (a lost receive count only brings the
+                # redelivery forward): they ride in the next batch (see Wal, deferred appends);
+                # a receive that must be durable (redrive) asks `sync`, which starts it.
+                lsn = self._wal.append_many(records, defer=all(k == rec.RECEIVE for k, _ in records))
             except QnodeError:
                 self._engine.abort_unlogged()
                 self._finish_deliveries()

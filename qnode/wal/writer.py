@@ -18,6 +18,13 @@ thread finds no job waiting after a batch, it tops up the zeros preallocated ahe
 (`SegmentedLog.preallocate`), so that batches overwrite existing blocks and their fdatasync has
 no file-size or block-allocation metadata to write.
 
+Deferred appends (`append_many(..., defer=True)`): records nobody waits on (the engine's receive
+records: a lost receive count only means an earlier redelivery, which at-least-once allows) get
+their LSN at once but start no batch of their own; they ride in the next batch that something
+else starts, or in one started DEFER_MAX_S after the first of them, or at once when `sync`
+asks for an LSN they hold. So a receive costs no fdatasync of its own while the WAL is not busy,
+and the delete that follows it does not wait behind one.
+
 Why a hand-rolled thread and not a ThreadPoolExecutor: every hop between the loop and the thread
 costs GIL hand-offs (futex calls) on a busy 2-core box; an executor round trip per batch plus the
 loop's turn before the next submission made each batch cycle ~3x the fsync itself.
@@ -56,6 +63,7 @@ from qnode.wal.record import BATCH_RECORD_SIZE, HEADER_SIZE, KIND_MAX, KIND_USER
 log = logging.getLogger(__name__)
 
 MARKER_DELAY_S = 0.02   # idle this long before writing a durability marker (see _declare_durable)
+DEFER_MAX_S = 0.02      # the longest a deferred record waits for a batch to ride in
 FREE_BYTES_RESTAT_SIZE = 4 * 1024 * 1024   # statfs again after writing this much (see _free_after)
 FREE_BYTES_RESTAT_S = 1.0                  # ... or after this long
 
@@ -107,6 +115,7 @@ class Wal:
         self._marker: asyncio.Future | None = None    # the idle durability marker in flight
         self._marker_timer: asyncio.TimerHandle | None = None
         self._kick_scheduled = False
+        self._defer_timer: asyncio.TimerHandle | None = None   # starts a batch for deferred records
         self._waiters: list[tuple[int, int, asyncio.Future]] = []   # (lsn, seq, future) heap
         self._waiter_seq = 0
         self._callbacks: list[Callable[[int], None]] = []
@@ -201,12 +210,13 @@ class Wal:
             self._loop.call_soon(self._kick)
         return self._last_lsn
 
-    def append_many(self, records: list[tuple[int, bytes]]) -> int:
+    def append_many(self, records: list[tuple[int, bytes]], defer: bool = False) -> int:
         """Queue records (kind, body) as one group, all or nothing; returns the last LSN.
 
         The group goes into a single batch, so a crash keeps all of it or none; a group larger
-        than batch_size_max becomes a batch of its own (bounded by pending_size_max). Raises as
-        `append`, and InvalidParameter if the group is empty.
+        than batch_size_max becomes a batch of its own (bounded by pending_size_max). `defer`:
+        start no batch for it (see the module docstring). Raises as `append`, and
+        InvalidParameter if the group is empty.
         """
         if not records:
             raise InvalidParameter("append_many needs at least one record")
@@ -226,9 +236,13 @@ class Wal:
         self._pending_size += size
         self._queued_size += size
         self._last_lsn += len(records)
-        if not self._kick_scheduled:
+        if self._kick_scheduled:
+            pass
+        elif not defer:
             self._kick_scheduled = True
             self._loop.call_soon(self._kick)
+        elif self._defer_timer is None:
+            self._defer_timer = self._loop.call_later(DEFER_MAX_S, self._kick)
         return self._last_lsn
 
     def _admit(self, size: int) -> None:
@@ -272,6 +286,9 @@ class Wal:
             raise WalFailed(self._failed.message)
         if lsn > self._last_lsn:
             raise InvalidParameter(f"lsn {lsn} was never appended (last lsn {self._last_lsn})")
+        if lsn > self._last_lsn - len(self._pending) and not self._kick_scheduled:
+            self._kick_scheduled = True          # it is in a deferred record: start its batch
+            self._loop.call_soon(self._kick)
         fut = self._loop.create_future()
         self._waiter_seq += 1
         heapq.heappush(self._waiters, (lsn, self._waiter_seq, fut))
@@ -284,6 +301,9 @@ class Wal:
     def _kick(self) -> None:
         """Hand everything queued to the thread, in batches of whole groups."""
         self._kick_scheduled = False
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
         if self._failed is not None:
             return
         while self._pending:
@@ -388,19 +408,25 @@ class Wal:
     def _advance(self, durable: int) -> None:
         assert durable >= self._durable_lsn, (durable, self._durable_lsn)
         self._durable_lsn = durable
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= durable:
-            fut = heapq.heappop(waiters)[2]
-            if not fut.done():
-                fut.set_result(None)
+        # Callbacks first: the engine's hands newly durable messages to parked receives, whose
+        # tasks then wake before the `sync` waiters' (the senders'): a consumer waiting for a
+        # message is answered ahead of the producer's acknowledgement, not after it.
         for callback in self._callbacks:
             try:
                 callback(durable)
             except Exception:   # a buggy callback must not stall the WAL; it is logged loudly
                 log.exception("wal: on_durable callback raised")
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
 
     def _fail(self, error: WalFailed) -> None:
         self._failed = error
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
         self._pending = []          # never handed to the thread: nobody may count on them
         self._pending_groups = []
         self._queued_size = 0

@@ -218,7 +218,7 @@ async def test_refused_append_fails_the_send_and_leaves_no_message(tmp_path: Pat
         await svc.create_queue("q")
         real_append = svc._wal.append_many
 
-        def refuse(records):
+        def refuse(records, defer=False):
             raise DiskFull("test: below the reserve")
 
         svc._wal.append_many = refuse
@@ -304,5 +304,40 @@ async def test_a_retried_delete_succeeds_and_returns_only_once_the_first_is_dura
     svc = await open_svc(tmp_path)
     try:
         assert await svc.receive_messages("q", max_count=10, wait_ms=0) == []
+    finally:
+        await svc.close()
+
+
+async def test_a_receive_costs_no_fsync_of_its_own_unless_its_queue_redrives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receive records are deferred: the delete's batch carries them (one fdatasync for both);
+    with a RedrivePolicy the receive count must be durable before the reply, and is."""
+    import json
+    from qnode.wal import writer
+    monkeypatch.setattr(writer, "DEFER_MAX_S", 60.0)   # only the delete may start the batch
+    svc = await open_svc(tmp_path)
+    try:
+        await svc.create_queue("q")
+        await svc.send_messages("q", [SendEntry(b"x")])
+        fsyncs = svc._wal.stats()["fsyncs"]
+        [m] = await svc.receive_messages("q", max_count=1)
+        assert svc._wal.durable_lsn == svc._wal.last_lsn - 1     # the receive record waits
+        await svc.delete_messages("q", [m.receipt])
+        assert svc._wal.stats()["fsyncs"] == fsyncs + 1
+        assert svc._wal.durable_lsn == svc._wal.last_lsn
+
+        await svc.create_queue("dlq")
+        arn = (await svc.get_queue_attributes("dlq", ["QueueArn"]))["QueueArn"]
+        policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 2})
+        await svc.create_queue("src", {"RedrivePolicy": policy})
+        await svc.send_messages("src", [SendEntry(b"y")])
+        [m] = await svc.receive_messages("src", max_count=1)
+        assert svc._wal.durable_lsn == svc._wal.last_lsn        # synced before the reply
+    finally:
+        await svc.close()
+    svc = await open_svc(tmp_path)
+    try:
+        attrs = await svc.get_queue_attributes("src", ["ApproximateNumberOfMessagesNotVisible"])
+        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
     finally:
         await svc.close()

@@ -459,3 +459,41 @@ async def test_has_room_for_counts_the_disk_reserve():
     assert wal.has_room_for(free - 4 * 1024 * 1024)
     assert not wal.has_room_for(free - 4 * 1024 * 1024 + 1)
     await wal.close()
+
+
+async def test_deferred_records_ride_in_the_next_batch_started_by_another_append(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    deferred = wal.append_many([(16, b"receive count")], defer=True)
+    await asyncio.sleep(0)                       # a loop turn: an ordinary append would kick here
+    assert wal.stats()["batches"] == 0 and wal.durable_lsn == 0
+    urgent = wal.append(16, b"delete")
+    await wal.sync(urgent)
+    s = wal.stats()
+    assert (deferred, urgent) == (1, 2) and wal.durable_lsn == 2
+    assert (s["batches"], s["fsyncs"], s["records"]) == (1, 1, 2)    # one batch carried both
+    await wal.close()
+    wal = await Wal.open(tmp_path, CONFIG)
+    assert [r.body for r in wal.replay()] == [b"receive count", b"delete"]
+    await wal.close()
+
+
+async def test_sync_on_a_deferred_record_starts_its_batch(tmp_path):
+    wal = await Wal.open(tmp_path, CONFIG)
+    lsn = wal.append_many([(16, b"must be durable")], defer=True)
+    await asyncio.wait_for(wal.sync(lsn), 5)     # no other append: sync itself starts it
+    assert wal.durable_lsn == lsn and wal.stats()["fsyncs"] == 1
+    await wal.close()
+
+
+async def test_deferred_records_alone_are_written_within_defer_max(tmp_path):
+    from qnode.wal.writer import DEFER_MAX_S
+    wal = await Wal.open(tmp_path, CONFIG)
+    durable = asyncio.Event()
+    wal.on_durable(lambda lsn: durable.set())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    lsn = wal.append_many([(16, b"nobody waits")], defer=True)
+    await asyncio.wait_for(durable.wait(), 5)    # nobody called sync: the timer started it
+    assert wal.durable_lsn == lsn
+    assert loop.time() - started >= DEFER_MAX_S * 0.9
+    await wal.close()
