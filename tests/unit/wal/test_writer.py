@@ -461,7 +461,9 @@ async def test_has_room_for_counts_the_disk_reserve():
     await wal.close()
 
 
-async def test_deferred_records_ride_in_the_next_batch_started_by_another_append(tmp_path):
+async def test_deferred_records_ride_in_the_next_batch_started_by_another_append(tmp_path, monkeypatch):
+    from qnode.wal import writer
+    monkeypatch.setattr(writer, "DEFER_MAX_S", 60.0)     # only the next append may start it
     wal = await Wal.open(tmp_path, CONFIG)
     deferred = wal.append_many([(16, b"receive count")], defer=True)
     await asyncio.sleep(0)                       # a loop turn: an ordinary append would kick here
@@ -477,7 +479,9 @@ async def test_deferred_records_ride_in_the_next_batch_started_by_another_append
     await wal.close()
 
 
-async def test_sync_on_a_deferred_record_starts_its_batch(tmp_path):
+async def test_sync_on_a_deferred_record_starts_its_batch(tmp_path, monkeypatch):
+    from qnode.wal import writer
+    monkeypatch.setattr(writer, "DEFER_MAX_S", 60.0)     # so that it is sync, not the timer
     wal = await Wal.open(tmp_path, CONFIG)
     lsn = wal.append_many([(16, b"must be durable")], defer=True)
     await asyncio.wait_for(wal.sync(lsn), 5)     # no other append: sync itself starts it
