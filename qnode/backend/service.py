@@ -202,18 +202,24 @@ class BackendService:
         """Append the engine's records, bind their LSN, answer deliveries, re-arm the timer."""
         records = self._engine.take_records()
         if records:
+            # Receive records alone wait on no one (a lost receive count only brings the
+            # redelivery forward): they ride in the next batch (see Wal, deferred appends); a
+            # receive that must be durable (redrive) asks `sync`, which starts it.
+            defer = True
+            size = 0
+            for kind, body in records:
+                size += len(body)
+                if kind != rec.RECEIVE:
+                    defer = False
             try:
-                # Receive records alone wait on no one (a lost receive count only brings the
-                # redelivery forward): they ride in the next batch (see Wal, deferred appends);
-                # a receive that must be durable (redrive) asks `sync`, which starts it.
-                lsn = self._wal.append_many(records, defer=all(k == rec.RECEIVE for k, _ in records))
+                lsn = self._wal.append_many(records, defer)
             except QnodeError:
                 self._engine.abort_unlogged()
                 self._finish_deliveries()
                 self._arm_timer()
                 raise
             self._engine.logged(lsn)
-            self._log_bytes_since_checkpoint += sum(len(b) for _, b in records)
+            self._log_bytes_since_checkpoint += size
         self._finish_deliveries()
         self._arm_timer()
 

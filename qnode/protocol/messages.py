@@ -49,7 +49,9 @@ def _check(cond: bool, what: str) -> None:
 
 
 def _check_id(value: Any, what: str) -> None:
-    _check(type(value) is int and 0 <= value <= ID_MAX, f"{what} must be an int in 0..2**63-1")
+    # The message is formatted only on failure: this runs for every request and reply.
+    if type(value) is not int or not 0 <= value <= ID_MAX:
+        raise LocalProtocolError(f"{what} must be an int in 0..2**63-1")
 
 
 def _check_error(error: Any) -> None:
@@ -104,13 +106,16 @@ class Request:
     rid: str | None = None
 
     def __post_init__(self) -> None:
-        _check_id(self.cid, "cid")
-        _check(isinstance(self.op, str) and 0 < len(self.op) <= OP_NAME_LENGTH_MAX,
-               "op must be a short non-empty string")
-        _check(isinstance(self.args, dict), "args must be a map")
-        _check(self.rid is None or (isinstance(self.rid, str)
-                                    and 0 < len(self.rid) <= REQUEST_ID_LENGTH_MAX),
-               "rid must be a short non-empty string or nil")
+        # Inline checks (one per request): each raises only when its condition fails.
+        cid, op, rid = self.cid, self.op, self.rid
+        if type(cid) is not int or not 0 <= cid <= ID_MAX:
+            raise LocalProtocolError("cid must be an int in 0..2**63-1")
+        if not isinstance(op, str) or not 0 < len(op) <= OP_NAME_LENGTH_MAX:
+            raise LocalProtocolError("op must be a short non-empty string")
+        if not isinstance(self.args, dict):
+            raise LocalProtocolError("args must be a map")
+        if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= REQUEST_ID_LENGTH_MAX):
+            raise LocalProtocolError("rid must be a short non-empty string or nil")
 
 
 @dataclass(slots=True)     # not frozen: one per request and reply (see frontend/api.py)
