@@ -635,7 +635,9 @@ class Client:
     async def _call_with_conn(self, op: str, args: dict, *, extra_s: float = 0.0,
                               timeout: float | None = None,
                               push_capacity: int | None = None) -> tuple[ClientConnection, Any]:
-        loop = asyncio.get_running_loop()
+        conn = self._conn
+        # The open connection's loop is the running one; looking it up is a syscall on 3.11.
+        loop = conn.loop if conn is not None and conn.is_open else asyncio.get_running_loop()
         timeout_s = timeout if timeout is not None else self.request_timeout_ms / 1000
         if extra_s:
             # A long poll: never time it out before its wait plus a margin.

@@ -103,6 +103,11 @@ class ClientConnection(asyncio.Protocol):
 
     # --- state -----------------------------------------------------------------------------
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this connection lives on (asyncio.get_running_loop() is a getpid() on 3.11)."""
+        return self._loop
+
+    @property
     def is_open(self) -> bool:
         return self._error is None and self._core.state is State.OPEN and self._transport is not None
 
