@@ -236,12 +236,10 @@ class Wal:
         self._pending_size += size
         self._queued_size += size
         self._last_lsn += len(records)
-        if self._kick_scheduled:
-            pass
-        elif not defer:
+        if not defer and not self._kick_scheduled:
             self._kick_scheduled = True
             self._loop.call_soon(self._kick)
-        elif self._defer_timer is None:
+        elif defer and not self._kick_scheduled and self._defer_timer is None:
             self._defer_timer = self._loop.call_later(DEFER_MAX_S, self._kick)
         return self._last_lsn
 

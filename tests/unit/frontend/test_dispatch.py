@@ -138,7 +138,8 @@ async def test_retried_send_with_same_rid_is_applied_once(env):
     assert len(api.queues["q"].ready) == 2
 
 
-async def test_retry_while_first_attempt_runs_awaits_the_same_result(env):
+async def _retry_behind_a_running_first_attempt(env):
+    """A send with rid r1 held in the API (send_gate), and a retry of it waiting behind it."""
     api, d, s, _ = env
     await api.create_queue("q")
     api.send_gate = asyncio.Event()
@@ -146,22 +147,20 @@ async def test_retry_while_first_attempt_runs_awaits_the_same_result(env):
     first = asyncio.ensure_future(call(d, s, "send", args, rid="r1"))
     await api.send_started.wait()
     retry = asyncio.ensure_future(call(d, s, "send", args, rid="r1", cid=2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)      # one loop turn: the retry has reached the cache and waits
     assert not retry.done()
+    return api, d, s, args, first, retry
+
+
+async def test_retry_while_first_attempt_runs_awaits_the_same_result(env):
+    api, _, _, _, first, retry = await _retry_behind_a_running_first_attempt(env)
     api.send_gate.set()
     assert await first == await retry
     assert api.send_calls == 1
 
 
 async def test_cancelled_retry_does_not_cancel_the_first_attempt(env):
-    api, d, s, _ = env
-    await api.create_queue("q")
-    api.send_gate = asyncio.Event()
-    args = {"queue": "q", "entries": [{"body": b"x"}]}
-    first = asyncio.ensure_future(call(d, s, "send", args, rid="r1"))
-    await api.send_started.wait()
-    retry = asyncio.ensure_future(call(d, s, "send", args, rid="r1", cid=2))
-    await asyncio.sleep(0)
+    api, _, _, _, first, retry = await _retry_behind_a_running_first_attempt(env)
     retry.cancel()
     api.send_gate.set()
     assert (await first)["results"][0]["message_id"]
@@ -169,14 +168,7 @@ async def test_cancelled_retry_does_not_cancel_the_first_attempt(env):
 
 
 async def test_retry_waiting_on_a_first_attempt_that_is_cancelled_is_cancelled_too(env):
-    api, d, s, _ = env
-    await api.create_queue("q")
-    api.send_gate = asyncio.Event()
-    args = {"queue": "q", "entries": [{"body": b"x"}]}
-    first = asyncio.ensure_future(call(d, s, "send", args, rid="r1"))
-    await api.send_started.wait()
-    retry = asyncio.ensure_future(call(d, s, "send", args, rid="r1", cid=2))
-    await asyncio.sleep(0)
+    api, d, s, args, first, retry = await _retry_behind_a_running_first_attempt(env)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await retry
