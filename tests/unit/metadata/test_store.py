@@ -183,3 +183,40 @@ async def test_a_compaction_the_disk_cannot_hold_is_retried_and_loses_nothing():
         await _wait_leader(again)
         assert await again.read(lambda st: st.list_queues()) == sorted(f"q{n}" for n in range(11))
         again.driver.stop()
+
+
+def test_an_idle_driver_on_uvloop_wakes_about_once_per_tick():
+    """uvloop's timers count whole milliseconds and may fire up to one early; the driver used
+    to spin through the rest of the tick (~50 cycles per 50 ms tick, an idle node's default)
+    until its clock crossed it."""
+    import uvloop
+
+    async def idle_run() -> tuple[int, int]:
+        cfg = RaftConfig(election_ticks=2, heartbeat_ticks=1)
+        store = MetadataStore.build("n1", ["n1"], MemRecordLog(), _NoPeers(), config=cfg,
+                                    tick_interval_ms=50)
+        driver = store.driver
+        counts = {"ticks": 0, "cycles": 0}
+        tick, next_inputs = driver.core.tick, driver._next_inputs
+
+        def counted_tick() -> None:
+            counts["ticks"] += 1
+            tick()
+
+        async def counted_next_inputs(timeout_s: float) -> list:
+            counts["cycles"] += 1
+            return await next_inputs(timeout_s)
+
+        driver.core.tick = counted_tick
+        driver._next_inputs = counted_next_inputs
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(driver.run())
+            await _wait_leader(store)
+            ticks0, cycles0 = counts["ticks"], counts["cycles"]
+            await wait_for(lambda: counts["ticks"] >= ticks0 + 20)
+            driver.stop()
+        return counts["ticks"] - ticks0, counts["cycles"] - cycles0
+
+    ticks, cycles = uvloop.run(idle_run())
+    assert ticks >= 20
+    assert cycles <= 2 * ticks + 2, (ticks, cycles)
