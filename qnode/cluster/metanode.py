@@ -354,7 +354,9 @@ class MetadataNode:
                         applied=st.applied, first_index=st.first_index, last_index=st.last_index,
                         voters=list(st.voters),
                         leader_address=self.address_of(st.leader),
-                        compaction_failures=self.store.driver.compaction_failures)
+                        compaction_failures=self.store.driver.compaction_failures,
+                        failure=None if self.store.driver.failure is None
+                        else repr(self.store.driver.failure))
         members = []
         if self.membership is not None:
             for m in self.membership.members():

@@ -201,4 +201,5 @@ class ClusterRuntime:
         return {"raft": {"term": st.term, "commit": st.commit, "applied": st.applied,
                          "is_leader": st.role is Role.LEADER,
                          "compaction_failures": driver.compaction_failures,
-                         "dropped_raft_messages": driver.dropped_message_count}}
+                         "dropped_raft_messages": driver.dropped_message_count,
+                         "stopped": driver.failure is not None}}

@@ -96,7 +96,7 @@ def merge(members: list[dict], views: dict[str, dict], queried: str) -> dict:
         if view is not None and (view.get("raft") or {}).get("started"):
             r = view["raft"]
             raft = {k: r.get(k) for k in ("role", "term", "commit", "applied", "last_index",
-                                          "compaction_failures")}
+                                          "compaction_failures", "failure")}
         if m.get("id") == leader:
             leader_address = m.get("address")
         out_members.append({"id": m.get("id"), "address": m.get("address"), "roles": list(m.get("roles") or []),
@@ -112,7 +112,7 @@ def render_table(status: dict) -> str:
     for m in status["members"]:
         r = m.get("raft") or {}
         rows.append((str(m["id"]), str(m["address"]), ",".join(m["roles"]), str(m["state"]),
-                     str(r.get("role", "-")), str(r.get("term", "-")), str(r.get("commit", "-")),
+                     "stopped" if r.get("failure") else str(r.get("role", "-")), str(r.get("term", "-")), str(r.get("commit", "-")),
                      str(r.get("applied", "-")), str(r.get("last_index", "-"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

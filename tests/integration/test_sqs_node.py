@@ -64,4 +64,5 @@ async def test_node_serves_signed_sqs_with_its_account(keyed_node):
         assert "qnode_http_inflight_requests" in text
         assert "qnode_raft_is_leader 1" in text          # the one-member metadata group
         assert "qnode_raft_compaction_failures 0" in text
+        assert "qnode_raft_stopped 0" in text
     await asyncio.to_thread(run)

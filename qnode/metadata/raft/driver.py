@@ -16,7 +16,8 @@ The Ready cycle, in this order (etcd-raft README; RaftCore docstring):
 A compaction whose checkpoint is not written (CheckpointNotWritten: the temp file failed, e.g. the
 disk is full) loses nothing, since the log still holds every entry: it is logged and counted in
 `compaction_failures`, and the next compaction, `compact_every_count` entries later, tries again.
-Any other storage error ends `run()` (fail-stop: a log that cannot persist a Ready must not ack).
+Any other storage error ends `run()` (fail-stop: a log that cannot persist a Ready must not ack);
+`failure` then holds it, and every pending and later call fails at once with Unavailable.
 
 Bounds: the inbox holds `inbox_count_max` inputs; a full inbox drops inbound Raft messages (Raft
 retransmits) and refuses proposals and reads with Busy. Proposals and reads carry deadlines
@@ -97,6 +98,7 @@ class RaftDriver:
         self._read_seq = 0
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
         self._stopping = False
+        self.failure: Exception | None = None   # what ended run() (fail-stop), if anything did
         self.dropped_message_count = 0
         self.compaction_failures = 0
         self.applied_index = core.log.applied
@@ -127,13 +129,15 @@ class RaftDriver:
     async def wait_applied(self, index: int) -> None:
         if self.applied_index >= index:
             return
+        if self._stopping:
+            raise self._ended_error()
         fut = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((index, fut))
         await fut
 
     def _submit(self, item: tuple, fut: asyncio.Future) -> None:
         if self._stopping:
-            fut.set_exception(ShuttingDown())
+            fut.set_exception(self._ended_error())
             return
         try:
             self._inbox.put_nowait(item)
@@ -163,9 +167,20 @@ class RaftDriver:
                 while (rd := self.core.ready()) is not None:
                     await self._process(rd)
                 self._notify_role()
+        except Exception as exc:
+            # Fail-stop (a storage error): remember why, so that every later call fails at
+            # once with it instead of waiting in the inbox for its deadline.
+            self.failure = exc
+            raise
         finally:
-            self._fail_all(ShuttingDown())
+            self._stopping = True
+            self._fail_all(self._ended_error())
             self._executor.shutdown(wait=True)
+
+    def _ended_error(self) -> QnodeError:
+        if self.failure is None:
+            return ShuttingDown()
+        return Unavailable(f"the metadata group stopped on this node: {self.failure!r}")
 
     async def _next_inputs(self, timeout_s: float) -> list[tuple]:
         items: list[tuple] = []

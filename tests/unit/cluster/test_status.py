@@ -10,10 +10,11 @@ MEMBERS = [{"id": n, "address": f"127.0.0.1:{7700 + i}", "roles": ["metadata"], 
            for i, (n, s) in enumerate([("m2", "alive"), ("m1", "alive"), ("m3", "dead")])]
 
 
-def view(node_id: str, role: str, term: int, leader: str | None, commit: int) -> dict:
+def view(node_id: str, role: str, term: int, leader: str | None, commit: int,
+         failure: str | None = None) -> dict:
     return {"node_id": node_id, "raft": {"started": True, "role": role, "term": term, "leader": leader,
                                          "commit": commit, "applied": commit, "last_index": commit + 1,
-                                         "compaction_failures": 0}}
+                                         "compaction_failures": 0, "failure": failure}}
 
 
 def test_leader_and_term_come_from_the_highest_term_claim():
@@ -24,7 +25,7 @@ def test_leader_and_term_come_from_the_highest_term_claim():
     assert [m["id"] for m in status["members"]] == ["m1", "m2", "m3"]
     by_id = {m["id"]: m for m in status["members"]}
     assert by_id["m2"]["raft"] == {"role": "leader", "term": 4, "commit": 10, "applied": 10, "last_index": 11,
-                                   "compaction_failures": 0}
+                                   "compaction_failures": 0, "failure": None}
     assert by_id["m3"]["raft"] is None and by_id["m3"]["state"] == "dead"
 
 
@@ -56,3 +57,13 @@ def test_cli_exits_3_when_no_node_answers():
                                        "--timeout", "1"])
     assert result.exit_code == 3
     assert "no cluster status from 127.0.0.1:1" in result.output
+
+
+def test_a_member_whose_metadata_group_stopped_shows_it():
+    views = {"m1": view("m1", "follower", 2, "m2", 3, failure="OSError(5, 'Input/output error')"),
+             "m2": view("m2", "leader", 2, "m2", 3)}
+    status = merge(MEMBERS, views, "127.0.0.1:7700")
+    by_id = {m["id"]: m for m in status["members"]}
+    assert by_id["m1"]["raft"]["failure"] == "OSError(5, 'Input/output error')"
+    row = next(line for line in render_table(status).splitlines() if line.startswith("m1 "))
+    assert row.split()[4] == "stopped"

@@ -17,7 +17,7 @@ from qnode.metadata.raft.core import RaftConfig, Role
 from qnode.metadata.raft.driver import LoopbackNetwork
 from qnode.metadata.raft.memlog import MemRecordLog
 from qnode.metadata.store import MetadataStore
-from qnode.protocol.errors import NotLeader, QueueAlreadyExists, RequestTimeout
+from qnode.protocol.errors import NotLeader, QueueAlreadyExists, RequestTimeout, Unavailable
 from qnode.wal.checkpoint import CHECKPOINT_TEMP_NAME
 from qnode.wal.fs import MemFs
 from qnode.wal.log import SegmentedLog
@@ -220,3 +220,27 @@ def test_an_idle_driver_on_uvloop_wakes_about_once_per_tick():
     ticks, cycles = uvloop.run(idle_run())
     assert ticks >= 20
     assert cycles <= 2 * ticks + 2, (ticks, cycles)
+
+
+async def test_after_a_storage_failure_every_call_fails_at_once():
+    """Fail-stop: a Ready the log cannot persist ends the driver. Calls made after that used to
+    sit in the inbox until their own deadline; now they fail at once with the cause."""
+    fs = MemFs()
+    wal = SegmentedLog.open(fs, "/raft", cluster_id=7, node_id=1)
+    store = MetadataStore.build("n1", ["n1"], wal, _NoPeers(),
+                                config=RaftConfig(election_ticks=2, heartbeat_ticks=1),
+                                tick_interval_ms=5)
+    run = asyncio.get_running_loop().create_task(store.driver.run())
+    await _wait_leader(store)
+    await store.propose(c.create_queue("a"))
+    fs.fsync_error = OSError(errno.EIO, "Input/output error")
+    with pytest.raises(Unavailable, match="metadata group stopped"):
+        await store.propose(c.create_queue("b"))          # its Ready is the one that fails
+    await asyncio.wait({run})
+    assert isinstance(run.exception(), OSError)
+    assert store.driver.failure is run.exception()
+    async with asyncio.timeout(30):                      # far below the deadlines asked for
+        with pytest.raises(Unavailable, match="Input/output error"):
+            await store.propose(c.create_queue("c"), timeout_ms=600_000)
+        with pytest.raises(Unavailable, match="Input/output error"):
+            await store.read(lambda st: st.list_queues(), timeout_ms=600_000)
