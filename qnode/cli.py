@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from typing import Any
@@ -33,6 +34,24 @@ def _refuse_optimize() -> None:
     if sys.flags.optimize:
         click.echo("qnode refuses to run under python -O: it strips the safety assertions", err=True)
         sys.exit(EXIT_START_FAILED)
+
+
+def _ensure_standard_fds() -> None:
+    """Put /dev/null on any of fds 0-2 that is closed (a node started by a supervisor that
+    closed them). Otherwise the next file opened takes the lowest free number: a WAL segment
+    or the data-directory lock could become fd 2, and anything written to stderr (a log line,
+    a C library's warning, a crash trace, the snapshot child's error) would land in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)   # the lowest free number: this one
+            assert opened == fd, (opened, fd)
+    # Python set these to None at startup for a closed descriptor; give them the null device.
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
 
 
 STARTUP_LOG_RECORDS_MAX = 10_000
@@ -111,6 +130,7 @@ def _message_dict(msg) -> dict:
 @click.pass_context
 def main(ctx: click.Context, address: str, as_json: bool) -> None:
     """qnode: a durable message queue with SQS semantics."""
+    _ensure_standard_fds()
     _refuse_optimize()
     ctx.ensure_object(dict)
     ctx.obj["address"] = address

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +113,47 @@ def test_sigterm_answers_parked_long_polls_and_exits_zero(tmp_path):
         assert node.proc.wait(30) == 0
     finally:
         node.kill()
+
+
+def _close_stdio() -> None:
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
+def test_a_node_started_with_stdio_closed_keeps_its_files_off_fds_0_to_2(tmp_path):
+    """A supervisor may start the node with fds 0-2 closed. The node's own files must not take
+    those numbers: whatever is written to stderr would then land in a WAL segment or the lock."""
+    with socket.socket() as s:        # a free port: the node's startup line cannot be read here
+        s.bind(("127.0.0.1", 0))
+        address = "127.0.0.1:%d" % s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qnode.cli", "start", "--listen", address, "--http", "off",
+         "--data-dir", str(tmp_path / "data")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_close_stdio)
+    try:
+        deadline = time.monotonic() + 30
+        while True:                   # polling a condition with a deadline: the node is up
+            assert proc.poll() is None, f"the node exited with {proc.returncode}"
+            try:
+                with qnode.SyncClient([address], attempts_max=1) as c:
+                    c.list_queues()
+                break
+            except qnode.Unavailable:
+                assert time.monotonic() < deadline, "the node never answered"
+                time.sleep(0.05)
+        with qnode.SyncClient([address]) as c:
+            q = c.create_queue("stdio")
+            q.send(b"x")
+            assert [m.body for m in q.receive(wait=5)] == [b"x"]
+        for fd in (0, 1, 2):
+            assert os.readlink(f"/proc/{proc.pid}/fd/{fd}") == os.devnull
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_second_process_on_the_same_data_dir_refuses(node):
