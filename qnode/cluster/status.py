@@ -111,8 +111,9 @@ def render_table(status: dict) -> str:
     rows = [header]
     for m in status["members"]:
         r = m.get("raft") or {}
+        role = "stopped" if r.get("failure") else str(r.get("role", "-"))
         rows.append((str(m["id"]), str(m["address"]), ",".join(m["roles"]), str(m["state"]),
-                     "stopped" if r.get("failure") else str(r.get("role", "-")), str(r.get("term", "-")), str(r.get("commit", "-")),
+                     role, str(r.get("term", "-")), str(r.get("commit", "-")),
                      str(r.get("applied", "-")), str(r.get("last_index", "-"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
