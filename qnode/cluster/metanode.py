@@ -51,6 +51,11 @@ propose_timeout_s = limits.cluster_propose_timeout_ms / 1000
 forward_retry_s = 0.05
 
 
+def _stopped(store: MetadataStore | None) -> bool:
+    """This node's metadata group fail-stopped: retrying cannot help until a restart."""
+    return store is not None and store.driver is not None and store.driver.failure is not None
+
+
 class MetadataNode:
     def __init__(self, node_id: str, data_dir: Path, *, bootstrap_expect: int, has_seeds: bool,
                  pool: PeerPool, membership: Any = None, binary_address: str = "") -> None:
@@ -234,12 +239,19 @@ class MetadataNode:
                 index = reply.get("index") if isinstance(reply, dict) else None
                 if type(index) is not int:
                     raise Unavailable("bad meta_propose reply")
-                async with asyncio.timeout(remaining):
-                    await store.driver.wait_applied(index)
+                try:
+                    async with asyncio.timeout(remaining):
+                        await store.driver.wait_applied(index)
+                except Unavailable as exc:
+                    # The leader has it; only this node cannot apply it. Forwarding it again
+                    # would commit it twice.
+                    raise RequestTimeout(f"outcome unknown: {exc.message}") from None
                 return ApplyResult(index, cmd.kind, value=None)
             except TimeoutError:
                 raise RequestTimeout(f"metadata proposal timed out after {timeout_s} s") from None
             except (NotLeader, Unavailable) as exc:
+                if _stopped(store):
+                    raise
                 last = exc
             if loop.time() + forward_retry_s >= deadline:
                 raise Unavailable(f"no metadata leader answered within {timeout_s} s "
@@ -272,7 +284,8 @@ class MetadataNode:
             except TimeoutError:
                 raise RequestTimeout(f"metadata not caught up within {timeout_s} s") from None
             except (NotLeader, Unavailable):
-                pass
+                if _stopped(store):
+                    raise
             await asyncio.sleep(forward_retry_s)
 
     # --- peer ops ---------------------------------------------------------------------------

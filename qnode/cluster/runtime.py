@@ -199,7 +199,7 @@ class ClusterRuntime:
             return {}
         st = driver.core.status()
         return {"raft": {"term": st.term, "commit": st.commit, "applied": st.applied,
-                         "is_leader": st.role is Role.LEADER,
+                         "is_leader": st.role is Role.LEADER and driver.failure is None,
                          "compaction_failures": driver.compaction_failures,
                          "dropped_raft_messages": driver.dropped_message_count,
                          "stopped": driver.failure is not None}}

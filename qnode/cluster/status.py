@@ -78,13 +78,16 @@ async def gather(addresses: list[str], timeout_s: float = query_timeout_s) -> di
 def merge(members: list[dict], views: dict[str, dict], queried: str) -> dict:
     """Combine SWIM members and per-node Raft views (pure)."""
     leader, term = None, 0
-    for node_id, view in sorted(views.items()):
+    # A stopped replica's view of the leader is stale: only running replicas are asked.
+    live = {node_id: view for node_id, view in views.items()
+            if not (view.get("raft") or {}).get("failure")}
+    for node_id, view in sorted(live.items()):
         raft = view.get("raft") or {}
         t = raft.get("term") or 0
         if raft.get("role") == "leader" and t >= term:
             leader, term = node_id, t
     if leader is None:
-        for view in views.values():
+        for view in live.values():
             raft = view.get("raft") or {}
             if (raft.get("term") or 0) > term or (raft.get("term") == term and leader is None):
                 term, leader = raft.get("term") or 0, raft.get("leader")

@@ -17,7 +17,8 @@ A compaction whose checkpoint is not written (CheckpointNotWritten: the temp fil
 disk is full) loses nothing, since the log still holds every entry: it is logged and counted in
 `compaction_failures`, and the next compaction, `compact_every_count` entries later, tries again.
 Any other storage error ends `run()` (fail-stop: a log that cannot persist a Ready must not ack);
-`failure` then holds it, and every pending and later call fails at once with Unavailable.
+`failure` then holds it: calls made later fail at once with Unavailable, and proposals already in
+the log with RequestTimeout (their outcome is unknown: they may have reached followers).
 
 Bounds: the inbox holds `inbox_count_max` inputs; a full inbox drops inbound Raft messages (Raft
 retransmits) and refuses proposals and reads with Busy. Proposals and reads carry deadlines
@@ -174,7 +175,11 @@ class RaftDriver:
             raise
         finally:
             self._stopping = True
-            self._fail_all(self._ended_error())
+            # A proposal already in the log when storage failed may still commit (its entry
+            # may have reached followers in an earlier cycle): its outcome is unknown.
+            unknown = None if self.failure is None else RequestTimeout(
+                f"outcome unknown: the metadata group stopped on this node: {self.failure!r}")
+            self._fail_all(self._ended_error(), proposals=unknown)
             self._executor.shutdown(wait=True)
 
     def _ended_error(self) -> QnodeError:
@@ -302,10 +307,11 @@ class RaftDriver:
             for listener in self.role_listeners:
                 listener(*now)
 
-    def _fail_all(self, exc: QnodeError) -> None:
+    def _fail_all(self, exc: QnodeError, proposals: QnodeError | None = None) -> None:
+        """Fail every pending call with `exc` (proposals in the log with `proposals`, if given)."""
         for _i, (_t, fut) in sorted(self._proposals.items()):
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(proposals or exc)
         for _c, fut in sorted(self._reads.items()):
             if not fut.done():
                 fut.set_exception(exc)

@@ -67,3 +67,9 @@ def test_a_member_whose_metadata_group_stopped_shows_it():
     assert by_id["m1"]["raft"]["failure"] == "OSError(5, 'Input/output error')"
     row = next(line for line in render_table(status).splitlines() if line.startswith("m1 "))
     assert row.split()[4] == "stopped"
+
+
+def test_a_stopped_replica_is_not_named_leader():
+    views = {"m1": view("m1", "leader", 3, "m1", 5, failure="OSError(5, 'Input/output error')"),
+             "m2": view("m2", "follower", 3, None, 5)}
+    assert merge(MEMBERS, views, "x")["leader"] is None
