@@ -824,7 +824,9 @@ class Engine:
         if attempt_id is not None:
             cached = self._attempt_replay(q, attempt_id, now_ms)
             if cached:
-                return ReceiveOutcome(cached, None, False)
+                # With a redrive policy the first attempt's RECEIVE must be durable before any
+                # reply; the retry may arrive while it is not yet.
+                return ReceiveOutcome(cached, None, q.durability == "fsync" and q.redrive is not None)
         if not delete and q.counts[INFLIGHT] >= self._inflight_max(q):
             raise OverLimit(f"queue {name} has too many messages in flight")
         msgs, sync = self._receive_now(q, max_count, vis, delete, attempt_id, now_ms)

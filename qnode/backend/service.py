@@ -212,10 +212,13 @@ class BackendService:
                 if kind != rec.RECEIVE:
                     defer = False
             try:
-                lsn = self._wal.append_many(records, defer)
-            except QnodeError:
+                # Requests passed `wal.admit()` in `_op` before the engine changed anything;
+                # background records are bounded by the engine's budgets. So only a failed or
+                # closing WAL refuses these.
+                lsn = self._wal.append_many(records, defer, admitted=True)
+            except QnodeError as err:
                 self._engine.abort_unlogged()
-                self._finish_deliveries()
+                self._finish_deliveries(err)
                 self._arm_timer()
                 raise
             self._engine.logged(lsn)
@@ -223,13 +226,18 @@ class BackendService:
         self._finish_deliveries()
         self._arm_timer()
 
-    def _finish_deliveries(self) -> None:
+    def _finish_deliveries(self, refused: QnodeError | None = None) -> None:
+        """Answer the parked receives the engine served. If the WAL `refused` their records, a
+        delivery that must be durable first (receive-and-delete, redrive) gets that error."""
         lsn = self._wal.last_lsn
         for d in self._engine.take_deliveries():
             fut = self._futures.pop(d.waiter_id, None)
             name = self._waiter_queues.pop(d.waiter_id, None)
             if fut is not None and not fut.done():
-                fut.set_result((d, lsn if d.sync else 0))
+                if refused is not None and d.sync:
+                    fut.set_exception(refused)
+                else:
+                    fut.set_result((d, lsn if d.sync else 0))
             elif d.messages and name is not None:
                 # Its receive was cancelled (caller gone) before the engine saw the cancel: hand
                 # the messages back at once, outside this flush, instead of hiding them.
@@ -265,12 +273,15 @@ class BackendService:
         try:
             self._flush()
         except QnodeError as err:
-            # Only receive/visibility records of background deliveries can be refused here;
-            # they are not durable promises (at-least-once allows the lost receive count).
+            # Only a failed or closing WAL refuses background records; deliveries that needed
+            # them durable got the error, the others lose only a receive count.
             log.warning("backend: wal refused background records", extra={"code": err.code.name})
 
     def _op(self, fn: Callable, *args: Any) -> Any:
+        """Run one engine operation and log its records: refused before anything changes (the
+        WAL's admission), or applied and logged, never applied and then refused."""
         self._check_open()
+        self._wal.admit()
         try:
             return fn(*args)
         finally:

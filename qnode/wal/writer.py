@@ -34,6 +34,8 @@ Invariants:
 - pending (appended, not yet durable) bytes <= pending_size_max: appends beyond it raise
   WalBackpressure (code BUSY); appends while free space minus pending is below the reserve raise
   DiskFull. Both are checked before the LSN is assigned, so a refused append leaves no trace.
+  An `admitted` append (its caller passed `admit()` before changing anything) skips both, so
+  the bound may be exceeded by one such group.
 - Jobs run on the thread one at a time, in submission order; a failed batch (EIO, ENOSPC) fails
   the WAL: every waiter gets WalFailed, and every later call raises it. There is no retry after a
   failed fsync.
@@ -210,13 +212,16 @@ class Wal:
             self._loop.call_soon(self._kick)
         return self._last_lsn
 
-    def append_many(self, records: list[tuple[int, bytes]], defer: bool = False) -> int:
+    def append_many(self, records: list[tuple[int, bytes]], defer: bool = False, *,
+                    admitted: bool = False) -> int:
         """Queue records (kind, body) as one group, all or nothing; returns the last LSN.
 
         The group goes into a single batch, so a crash keeps all of it or none; a group larger
         than batch_size_max becomes a batch of its own (bounded by pending_size_max). `defer`:
-        start no batch for it (see the module docstring). Raises as `append`, and
-        InvalidParameter if the group is empty.
+        start no batch for it (see the module docstring). `admitted`: the caller passed `admit()`
+        before making the change these records log (nothing awaited since), so neither
+        pending_size_max nor the disk reserve refuses them; they may exceed either by that one
+        group. Raises as `append`, and InvalidParameter if the group is empty.
         """
         if not records:
             raise InvalidParameter("append_many needs at least one record")
@@ -230,7 +235,10 @@ class Wal:
                 raise InvalidParameter(f"wal record of {len(body)} bytes exceeds "
                                        f"wal_record_size_max {limits.wal_record_size_max}")
             size += len(body) + HEADER_SIZE
-        self._admit(size)
+        if admitted:
+            self._check_accepting()
+        else:
+            self._admit(size)
         self._pending.extend(records)
         self._pending_groups.append(len(records))
         self._pending_size += size
@@ -243,13 +251,23 @@ class Wal:
             self._defer_timer = self._loop.call_later(DEFER_MAX_S, self._kick)
         return self._last_lsn
 
-    def _admit(self, size: int) -> None:
+    def admit(self) -> None:
+        """Raise now what an append would raise now (WalFailed, ShuttingDown, WalBackpressure,
+        DiskFull). A caller that checks this before changing state, and then appends with
+        `admitted=True` without awaiting in between, has its change refused whole or logged
+        whole: never applied in memory and refused by the log."""
+        self._admit(0)
+
+    def _check_accepting(self) -> None:
         if self._failed is not None:
             raise WalFailed(self._failed.message)
         if self._closing:
             raise ShuttingDown("the wal is closing")
         if self._truncating:
             raise WalBackpressure("the wal is truncating its suffix", retry_after_ms=10)
+
+    def _admit(self, size: int) -> None:
+        self._check_accepting()
         if self._pending_size + size > self._config.pending_size_max:
             self._backpressure_rejections += 1
             raise WalBackpressure(f"{self._pending_size} bytes are waiting for fsync "

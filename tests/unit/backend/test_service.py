@@ -8,6 +8,8 @@ by `asyncio.timeout`; no fixed sleeps."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from qnode.backend.service import BackendConfig, BackendService
 from qnode.frontend.api import SendEntry
 from qnode.protocol.errors import QueueDoesNotExist, ShuttingDown
+from qnode.wal.errors import WalBackpressure, WalFailed
 from qnode.wal.writer import WalConfig
 
 CONFIG = BackendConfig(wal=WalConfig(disk_reserve_size=0))
@@ -211,18 +214,16 @@ async def test_periodic_checkpoint_when_log_outgrows_live_data(tmp_path: Path) -
 
 
 async def test_refused_append_fails_the_send_and_leaves_no_message(tmp_path: Path) -> None:
-    from qnode.protocol.errors import DiskFull
-
     svc = await open_svc(tmp_path)
     try:
         await svc.create_queue("q")
         real_append = svc._wal.append_many
 
-        def refuse(records, defer=False):
-            raise DiskFull("test: below the reserve")
+        def refuse(records, defer=False, *, admitted=False):
+            raise WalFailed("test: the log failed after admission")
 
         svc._wal.append_many = refuse
-        with pytest.raises(DiskFull):
+        with pytest.raises(WalFailed):
             await svc.send_messages("q", [SendEntry(b"lost")])
         svc._wal.append_many = real_append
         assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessages"] == "0"
@@ -340,4 +341,88 @@ async def test_a_receive_costs_no_fsync_of_its_own_unless_its_queue_redrives(
         attrs = await svc.get_queue_attributes("src", ["ApproximateNumberOfMessagesNotVisible"])
         assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
     finally:
+        await svc.close()
+
+
+MIB = 1 << 20
+
+
+async def stall_and_fill(svc: BackendService, gate: threading.Event) -> list[asyncio.Future]:
+    """Stall the WAL thread on `gate` (a disk that stopped answering) and send fillers until the
+    WAL refuses appends as overloaded; returns the parked fillers."""
+    svc._wal._thread.call(gate.wait)
+    fillers: list[asyncio.Future] = []
+    for _ in range(64):
+        filler = asyncio.ensure_future(svc.send_messages("fill", [SendEntry(b"f" * (200 << 10))]))
+        await asyncio.sleep(0)          # it runs to its fsync wait, or is refused
+        if filler.done():
+            with pytest.raises(WalBackpressure):
+                filler.result()
+            return fillers
+        fillers.append(filler)
+    raise AssertionError("the WAL never refused an append")
+
+
+async def test_a_request_the_wal_refuses_changes_nothing_and_its_retry_is_logged(tmp_path: Path) -> None:
+    """An overloaded WAL (Busy) refuses a request before the engine changes anything. Before,
+    the engine had already applied it: a retried delete found the message gone and succeeded
+    with nothing logged (the message came back after a restart), and a retried FIFO send was
+    acknowledged as a duplicate of a message that did not exist."""
+    config = BackendConfig(wal=WalConfig(disk_reserve_size=0, batch_size_max=4 * MIB,
+                                         pending_size_max=4 * MIB))
+    svc = await BackendService.open(tmp_path, config)
+    gate = threading.Event()
+    try:
+        for name in ("fill", "q"):
+            await svc.create_queue(name, {"VisibilityTimeout": "600"})
+        await svc.create_queue("q.fifo", {"FifoQueue": "true"})
+        await svc.send_messages("q", [SendEntry(b"payload")])
+        [m] = await svc.receive_messages("q", max_count=1)
+        fifo = [SendEntry(b"order-42", group_id="g", dedup_id="order-42")]
+        fillers = await stall_and_fill(svc, gate)
+        with pytest.raises(WalBackpressure):
+            await svc.delete_messages("q", [m.receipt])
+        with pytest.raises(WalBackpressure):
+            await svc.send_messages("q.fifo", fifo)
+        assert (await svc.get_queue_attributes("q"))["ApproximateNumberOfMessagesNotVisible"] == "1"
+        gate.set()
+        await asyncio.gather(*fillers)
+        assert await svc.delete_messages("q", [m.receipt]) == [None]
+        [sent] = await svc.send_messages("q.fifo", fifo)
+        assert not sent.duplicate
+    finally:
+        gate.set()
+        await svc.close()
+    svc = await BackendService.open(tmp_path, config)
+    try:
+        attrs = await svc.get_queue_attributes("q")
+        assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
+        assert [x.body for x in await svc.receive_messages("q.fifo", max_count=10)] == [b"order-42"]
+    finally:
+        await svc.close()
+
+
+async def test_a_retried_receive_on_a_redrive_queue_waits_for_the_first_attempts_record(tmp_path: Path) -> None:
+    """With a RedrivePolicy a receive replies only once its receive count is durable; a retry
+    with the same attempt id used to be answered from the attempt cache at once, before it."""
+    svc = await open_svc(tmp_path)
+    gate = threading.Event()
+    try:
+        await svc.create_queue("dlq")
+        arn = (await svc.get_queue_attributes("dlq", ["QueueArn"]))["QueueArn"]
+        await svc.create_queue("src", {"RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": arn, "maxReceiveCount": 1})})
+        [sent] = await svc.send_messages("src", [SendEntry(b"poison")])
+        svc._wal._thread.call(gate.wait)               # the disk stops answering
+        first = asyncio.ensure_future(svc.receive_messages("src", max_count=1, attempt_id="a1"))
+        retry = asyncio.ensure_future(svc.receive_messages("src", max_count=1, attempt_id="a1"))
+        for _ in range(3):
+            await asyncio.sleep(0)                      # both run to their first wait
+        assert not first.done() and not retry.done()
+        gate.set()
+        async with asyncio.timeout(10):
+            got = [[x.message_id for x in await f] for f in (first, retry)]
+        assert got == [[sent.message_id], [sent.message_id]]
+    finally:
+        gate.set()
         await svc.close()
