@@ -34,9 +34,11 @@ Wiring into a node (for qnode/node.py):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
+import socket
 import time
 from typing import Callable
 
@@ -63,6 +65,36 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("udp error", extra={"error": repr(exc)})
 
 
+RESOLVE_TIMEOUT_S = 5.0
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, family: int) -> str:
+    """`host` as an IP address of `family` (itself if it is an IP address); OSError if it cannot
+    be resolved in time."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)
+    except TimeoutError:
+        raise OSError(f"resolving {host!r} took over {RESOLVE_TIMEOUT_S} s") from None
+    if not infos:
+        raise OSError(f"{host!r} has no address")
+    return str(infos[0][4][0])
+
+
+async def _resolve_seed(loop: asyncio.AbstractEventLoop, seed: str, family: int) -> str | None:
+    host, port = split_address(seed)
+    try:
+        return join_address(await _resolve(loop, host, family), port)
+    except OSError as exc:
+        log.warning("membership: seed %s not used: %s", seed, exc)
+        return None
+
+
 class Membership:
     """A running SWIM member. Build it with `await Membership.start(...)`."""
 
@@ -87,16 +119,27 @@ class Membership:
         ("host:port" strings). Returns at once; `joined` turns True when a seed answered.
 
         `advertise_host` is the host others reach us at; it defaults to `bind_host`, which then
-        must not be a wildcard address. Raises OSError if the port cannot be bound and
-        ValueError for a wildcard bind without `advertise_host`.
+        must not be a wildcard address; host names are resolved once, here (a seed that does not
+        resolve is skipped with a warning). Raises OSError if the port cannot be bound or our
+        own host not resolved, and ValueError for a wildcard bind without `advertise_host`.
         """
         if advertise_host is None and bind_host in ("0.0.0.0", "::", ""):
             raise ValueError("binding a wildcard address needs advertise_host")
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
             _Protocol, local_addr=(bind_host, bind_port))
+        try:
+            # Datagrams go to IP addresses of our socket's family (uvloop refuses host names):
+            # resolve ours and the seeds' once, here.
+            family = transport.get_extra_info("socket").family
+            advertise_host = await _resolve(loop, advertise_host or bind_host, family)
+            resolved = [await _resolve_seed(loop, seed, family) for seed in seeds]
+        except BaseException:
+            transport.close()
+            raise
+        seeds = [seed for seed in resolved if seed is not None]
         port = transport.get_extra_info("sockname")[1]
-        address = join_address(advertise_host or bind_host, port)
+        address = join_address(advertise_host, port)
         core = Swim(node_id, address, meta, config or SwimConfig.lan(),
                     rng or random.Random(int.from_bytes(os.urandom(8), "big")))
         self = cls(core, transport, clock_ns)
@@ -207,7 +250,9 @@ class Membership:
         for send in self._core.take_outbox():
             try:
                 self._transport.sendto(send.packet, split_address(send.to_addr))
-            except OSError as exc:          # e.g. an unresolvable host in a seed list
+            except (OSError, ValueError) as exc:
+                # OSError: e.g. an unreachable network. ValueError: uvloop refuses a host that
+                # is not an IP address, and any peer can gossip one: it must not end this loop.
                 self.send_errors += 1
                 log.debug("udp send failed", extra={"to": send.to_addr, "error": repr(exc)})
         for event in self._core.take_events():

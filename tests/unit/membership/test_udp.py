@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
 import pytest
 
+from qnode.membership import codec
 from qnode.membership.config import SwimConfig
 from qnode.membership.types import MemberDown, MemberLeft, MemberUp, MemberUpdated, Meta, State
 from qnode.membership.udp import Membership
@@ -115,5 +117,40 @@ def test_down_detection_under_uvloop():
             await wc.wait(is_(MemberDown, "b"))
         finally:
             await stop_all((a, b, c))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+def test_host_names_in_seeds_and_gossip_under_uvloop():
+    """uvloop's sendto refuses a host name (ValueError). A seed given as a name is resolved at
+    start; a member gossiped with a name (any peer can send one) used to end the probe loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        config = SwimConfig.local_test()
+        a = await Membership.start("a", "127.0.0.1", 0, Meta.build(roles=("metadata",)), [], config,
+                                   rng=random.Random(1))
+        wa = Watcher(a)
+        port = int(a.address.rsplit(":", 1)[1])
+        b = await Membership.start("b", "127.0.0.1", 0, Meta.build(roles=("backend",)),
+                                   [f"localhost:{port}"], config, rng=random.Random(2))
+        members = [a, b]
+        try:
+            await wa.wait(is_(MemberUp, "b"))
+            named = codec.Update("named", "localhost:9", 1, State.ALIVE, Meta.build(roles=("backend",)), "named")
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sender:
+                sender.sendto(codec.encode(codec.Gossip("named", (named,))), ("127.0.0.1", port))
+            await wa.wait(is_(MemberUp, "named"))
+            async with asyncio.timeout(DEADLINE_S):    # a probes it: the send fails, is counted
+                while a.send_errors == 0:
+                    await asyncio.sleep(0.01)           # a condition poll with a deadline
+            c = await Membership.start("c", "127.0.0.1", 0, Meta.build(roles=("frontend",)),
+                                       [a.address], config, rng=random.Random(3))
+            members.append(c)
+            await wa.wait(is_(MemberUp, "c"))           # a's loop still runs
+            assert not a._task.done()
+        finally:
+            await stop_all(members)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
