@@ -7,9 +7,11 @@ Protected mode (DESIGN.md "Roles in a cluster"):
                                       warning is logged at start;
 - no credentials, other address    -> `start` raises `ProtectedModeError`, unless
                                       `insecure_no_auth=True` (then a warning at every start).
-Bounds: request body `body_size_max` (413 beyond), `inflight_requests_max` concurrent SQS
-requests and `inflight_body_size_max` buffered request bytes (503 ServiceUnavailable beyond,
-which SDKs retry), aiohttp's header limits.
+Bounds: request body `body_size_max` (413 beyond), arriving within `body_read_timeout_s`
+(RequestTimeout beyond); `inflight_requests_max` concurrent SQS requests and
+`inflight_body_size_max` request bytes received and not yet answered (503 ServiceUnavailable
+beyond, which SDKs retry); idle keep-alive connections closed after `keepalive_timeout_s`;
+aiohttp's header limits.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ HTTP_BODY_SIZE_MAX = 10 * 3 * limits.message_size_max + 2 * limits.MIB
 HTTP_INFLIGHT_REQUESTS_MAX = 10_000    # long polls hold a slot each; beyond: 503
 HTTP_INFLIGHT_BODY_SIZE_MAX = 256 * limits.MIB   # request bytes buffered at once; beyond: 503
 HTTP_SHUTDOWN_TIMEOUT_S = 5.0
+HTTP_BODY_READ_TIMEOUT_S = 30.0      # a request body must arrive whole within this
+HTTP_KEEPALIVE_TIMEOUT_S = 75.0      # an idle keep-alive connection is closed after this
 
 
 class ProtectedModeError(RuntimeError):
@@ -51,6 +55,8 @@ class HttpConfig:
     inflight_requests_max: int = HTTP_INFLIGHT_REQUESTS_MAX
     inflight_body_size_max: int = HTTP_INFLIGHT_BODY_SIZE_MAX
     shutdown_timeout_s: float = HTTP_SHUTDOWN_TIMEOUT_S
+    body_read_timeout_s: float = HTTP_BODY_READ_TIMEOUT_S
+    keepalive_timeout_s: float = HTTP_KEEPALIVE_TIMEOUT_S
 
     def validate(self) -> list[str]:
         problems = []
@@ -86,7 +92,8 @@ class HttpServer:
             credentials=dict(config.credentials), request_expiry_s=config.request_expiry_s,
             body_size_max=config.body_size_max,
             inflight_requests_max=config.inflight_requests_max,
-            inflight_body_size_max=config.inflight_body_size_max))
+            inflight_body_size_max=config.inflight_body_size_max,
+            body_read_timeout_s=config.body_read_timeout_s))
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
@@ -108,6 +115,7 @@ class HttpServer:
         text = self._metrics() if self._metrics is not None else ""
         gw = self.gateway
         text += (f"qnode_http_inflight_requests {gw.inflight}\n"
+                 f"qnode_http_inflight_body_bytes {gw.inflight_body_size}\n"
                  f'qnode_limit_rejections_total{{limit="http_inflight_requests"}} '
                  f"{gw.rejected_busy_count}\n"
                  f'qnode_limit_rejections_total{{limit="http_body_size"}} '
@@ -131,7 +139,8 @@ class HttpServer:
         # handler_cancellation: a client that disconnects cancels its handler, so an abandoned
         # long poll leaves the queue's waiters instead of taking (and hiding) the next message.
         runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True,
-                               shutdown_timeout=self._config.shutdown_timeout_s)
+                               shutdown_timeout=self._config.shutdown_timeout_s,
+                               keepalive_timeout=self._config.keepalive_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:

@@ -1,8 +1,9 @@
 """The aiohttp side of the SQS gateway: one handler for `POST /` and `POST|GET /<account>/<queue>`.
 
-Per request, in order: bound the in-flight count and buffered body bytes (over: 503
-ServiceUnavailable, which SDKs retry) -> read the body
-within `body_size_max` (over: 413 RequestEntityTooLarge) -> pick the protocol (an
+Per request, in order: bound the in-flight count (over: 503 ServiceUnavailable, which SDKs
+retry) -> read the body within `body_size_max` (over: 413 RequestEntityTooLarge) and
+`body_read_timeout_s` (over: RequestTimeout), counting its bytes as they arrive against the
+buffered-bytes bound (over: 503) -> pick the protocol (an
 `X-Amz-Target: AmazonSQS.<Action>` header is the JSON protocol; anything else is the query
 protocol, parameters from the URL and a form body) -> verify SigV4 when credentials are
 configured -> run the action through `actions.dispatch` -> render JSON or XML. Every failure is
@@ -28,7 +29,7 @@ from qnode.frontend.sqs import actions, query
 from qnode.frontend.sqs.errors import GatewayError, Rendered, render_json, render_xml
 from qnode.frontend.sqs.sigv4 import SignedRequest, SigV4Verifier
 from qnode.protocol.errors import (Busy, ErrorCode, InternalError, InvalidParameter,
-                                   ProtocolViolation, QnodeError)
+                                   ProtocolViolation, QnodeError, RequestTimeout)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class GatewaySettings:
     body_size_max: int
     inflight_requests_max: int
     inflight_body_size_max: int           # request bytes buffered across in-flight requests
+    body_read_timeout_s: float            # a body must arrive whole within this
 
 
 class SqsGateway:
@@ -74,25 +76,28 @@ class SqsGateway:
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def inflight_body_size(self) -> int:
+        """Request bytes received and not yet answered."""
+        return self._inflight_body_size
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self._request_count += 1
         request_id = f"{self._boot_id}-{self._request_count:012x}"
         is_json = request.headers.get("X-Amz-Target", "").startswith(_TARGET_PREFIX)
         try:
-            # Reserve the body's bytes up front (the whole bound when the length is unknown).
-            reserve = min(request.content_length if request.content_length is not None
-                          else self._settings.body_size_max, self._settings.body_size_max)
-            if (self._inflight >= self._settings.inflight_requests_max
-                    or self._inflight_body_size + reserve > self._settings.inflight_body_size_max):
+            if self._inflight >= self._settings.inflight_requests_max:
                 self.rejected_busy_count += 1
                 raise Busy("Too many requests in flight; retry.")
             self._inflight += 1
-            self._inflight_body_size += reserve
             try:
-                action, result = await self._serve(request, is_json)
+                body = await self._read_body(request)
+                try:
+                    action, result = await self._serve(request, is_json, body)
+                finally:
+                    self._inflight_body_size -= len(body)
             finally:
                 self._inflight -= 1
-                self._inflight_body_size -= reserve
         except QnodeError as err:
             if err.code is ErrorCode.INTERNAL:
                 log.warning("sqs request failed", extra={"request_id": request_id,
@@ -113,24 +118,37 @@ class SqsGateway:
                             content_type="text/xml", headers={"x-amzn-RequestId": request_id})
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body, within `body_size_max` and `body_read_timeout_s`. Its bytes count against
+        `inflight_body_size_max` as they arrive (the caller releases `len(body)`), not as
+        declared: a client that announces a large body and sends nothing holds nothing."""
         limit = self._settings.body_size_max
         if request.content_length is not None and request.content_length > limit:
             self.rejected_too_large_count += 1
             raise _too_large(limit)
-        if request.content_length is not None:
-            return await request.read()     # aiohttp bounds it by client_max_size too
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                self.rejected_too_large_count += 1
-                raise _too_large(limit)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self._settings.body_read_timeout_s):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    if size + len(chunk) > limit:
+                        self.rejected_too_large_count += 1
+                        raise _too_large(limit)
+                    if self._inflight_body_size + len(chunk) > self._settings.inflight_body_size_max:
+                        self.rejected_busy_count += 1
+                        raise Busy("Too many request bytes in flight; retry.")
+                    self._inflight_body_size += len(chunk)
+                    size += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            self._inflight_body_size -= size
+            raise RequestTimeout(f"the request body did not arrive within "
+                                 f"{self._settings.body_read_timeout_s:g} s") from None
+        except BaseException:
+            self._inflight_body_size -= size
+            raise
         return b"".join(chunks)
 
-    async def _serve(self, request: web.Request, is_json: bool) -> tuple[str, dict]:
-        body = await self._read_body(request)
+    async def _serve(self, request: web.Request, is_json: bool, body: bytes) -> tuple[str, dict]:
         if self._verifier is not None:
             raw_path, _, raw_query = request.raw_path.partition("?")
             self._verifier.verify(

@@ -452,7 +452,7 @@ async def test_buffered_body_budget_answers_503():
             _raw, url, {}, json_target="ReceiveMessage", body=padded.encode()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
-        while server.gateway.inflight == 0:
+        while server.gateway.inflight_body_size < size:      # its whole body is buffered
             assert loop.time() < deadline
             await asyncio.sleep(0.005)
         status, _, headers = await asyncio.to_thread(_raw, url, {}, json_target="ListQueues")
@@ -463,4 +463,40 @@ async def test_buffered_body_budget_answers_503():
         status, _, _ = await asyncio.to_thread(_raw, url, {}, json_target="ListQueues")
         assert status == 200
     finally:
+        await server.stop()
+
+
+async def test_a_body_that_never_arrives_holds_no_budget_and_times_out():
+    """Body bytes count against the budget as they arrive, not as declared: a client that
+    announces a large body and sends nothing used to hold its whole declared size (eight such
+    connections answered every other request 503) for as long as it liked."""
+    api = FakeApi()
+    size = 3 * 1024 * 1024
+    server = HttpServer(api, HttpConfig(body_size_max=size, inflight_body_size_max=size,
+                                        body_read_timeout_s=1.0))
+    host, port = await server.start("127.0.0.1", 0)
+    url = f"http://{host}:{port}"
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write((f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n"
+                      "Content-Type: application/x-amz-json-1.0\r\n"
+                      "X-Amz-Target: AmazonSQS.ListQueues\r\n\r\n").encode())
+        await writer.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while server.gateway.inflight == 0:                 # the stalled request is in
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+        status, _, _ = await asyncio.to_thread(_raw, url, {}, json_target="ListQueues")
+        assert status == 200
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            reply = json.loads(await reader.readexactly(length))
+        assert head.startswith(b"HTTP/1.1 5")
+        assert reply["__type"].endswith("RequestTimeout"), reply
+        assert server.gateway.inflight_body_size == 0
+    finally:
+        writer.close()
         await server.stop()
