@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 RETRY_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER,
                          ErrorCode.BUSY, ErrorCode.THROTTLED})
 ADDRESSES_COUNT_MAX = 64      # leader hints may add addresses to the client's list, up to this
+CLOSE_TIMEOUT_S = 2.0         # close() waits this long for a graceful close, then aborts
 # Codes after which the next try goes to another node.
 SWITCH_NODE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.NOT_LEADER})
 
@@ -534,11 +535,18 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close the connection. A server that stopped reading (unsent bytes in the buffer)
+        would hold a graceful close for ever: after CLOSE_TIMEOUT_S it is aborted."""
         self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-            await conn.wait_closed()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await conn.wait_closed()
+            except TimeoutError:
+                conn.abort()
+                await conn.wait_closed()
 
     @property
     def message_size_max(self) -> int:
@@ -566,11 +574,20 @@ class Client:
             raise Unavailable("the client is closed")
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
-        async with self._connect_lock:
+        try:
+            # Another call may be connecting: wait for it within this call's deadline.
+            async with asyncio.timeout_at(deadline):
+                await self._connect_lock.acquire()
+        except TimeoutError:
+            raise RequestTimeout("no connection within the call's deadline "
+                                 "(another call was still connecting)") from None
+        try:
             conn = self._conn
             if conn is not None and conn.is_open:
                 return conn
             return await self._connect_any(deadline)
+        finally:
+            self._connect_lock.release()
 
     async def _connect_any(self, deadline: float) -> ClientConnection:
         loop = asyncio.get_running_loop()

@@ -137,6 +137,11 @@ class ClientConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes (connection_lost follows promptly)."""
+        if self._transport is not None:
+            self._transport.abort()
+
     # --- requests --------------------------------------------------------------------------
     def request(self, op: str, args: dict, rid: str | None = None, *,
                 push_capacity: int | None = None) -> asyncio.Future:

@@ -225,11 +225,20 @@ class PeerPool:
         peer = self._peers.get(node_id)
         if peer is None:
             raise Unavailable(f"no address known for peer {node_id}")
+        conn: ClientConnection | None = None
+        fut: asyncio.Future | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await peer.connection()
-                return await conn.request(op, args)
+                fut = conn.request(op, args)
+                return await fut
         except TimeoutError:
+            # The peer may be hung or cut off: forget the request and the connection (the next
+            # request reconnects) rather than keep writing into a link nobody reads.
+            if conn is not None and fut is not None:
+                conn.forget(fut)
+                if peer.conn is conn:
+                    peer.drop_connection()
             raise Unavailable(f"peer {node_id} did not answer {op} within {timeout_s} s") from None
 
     async def close(self) -> None:

@@ -156,6 +156,30 @@ def test_a_node_started_with_stdio_closed_keeps_its_files_off_fds_0_to_2(tmp_pat
             proc.wait()
 
 
+def test_client_close_is_bounded_when_the_node_stopped_reading(tmp_path):
+    """A node that stops reading (SIGSTOP: hung, or a silent partition) leaves the client's
+    unsent bytes in its buffers, and a graceful close waits for them: close() used to wait for
+    ever. It now aborts after CLOSE_TIMEOUT_S."""
+    node = NodeProcess(tmp_path / "data").start()
+    try:
+        async def run() -> None:
+            c = qnode.Client([node.binary])
+            q = await c.create_queue("stopped")
+            node.proc.send_signal(signal.SIGSTOP)
+            try:
+                body = b"x" * (1 << 20)
+                for _ in range(40):          # more than the socket buffers take
+                    with pytest.raises(qnode.QnodeError):
+                        await q.send(body, timeout=0.2)
+                async with asyncio.timeout(15):
+                    await c.close()
+            finally:
+                node.proc.send_signal(signal.SIGCONT)
+        asyncio.run(run())
+    finally:
+        node.kill()
+
+
 def test_second_process_on_the_same_data_dir_refuses(node):
     result = subprocess.run(
         [sys.executable, "-m", "qnode.cli", "start", "--listen", "127.0.0.1:0", "--http", "off",

@@ -22,7 +22,7 @@ from qnode.cluster.transport import PeerPool, decode_batch, wire_encode
 from qnode.frontend.server import BinaryServer
 from qnode.metadata import commands
 from qnode.metadata.raft.messages import Heartbeat, InstallSnapshot, Snapshot
-from qnode.protocol.errors import InvalidParameter, QueueAlreadyExists
+from qnode.protocol.errors import InvalidParameter, QueueAlreadyExists, Unavailable
 from qnode.protocol.framing import FrameLimits
 
 
@@ -122,3 +122,31 @@ async def test_send_to_an_unknown_or_full_peer_drops_without_blocking():
         pool.send("b", Heartbeat(1, "a", "b", 0, 0))
     assert pool.dropped_count >= 6
     await pool.close()
+
+
+async def test_a_request_that_times_out_forgets_its_reply_and_the_connection():
+    """A peer that stops answering (hung, or cut off): the timed-out request used to stay in the
+    connection's table of pending replies, and later requests went down the same dead link."""
+    gate = asyncio.Event()
+
+    async def hang(args) -> dict:
+        await gate.wait()
+        return {}
+
+    server = BinaryServer(_NoApi(), node_info={"node_id": "b"}, extra_ops={"hang": hang})
+    host, port = await server.start("127.0.0.1", 0)
+    pool = PeerPool("a")
+    pool.set_address("b", f"{host}:{port}")
+    try:
+        with pytest.raises(Unavailable, match="did not answer hang"):
+            await pool.request("b", "hang", {}, timeout_s=0.2)
+        first = pool._peers["b"].conn
+        assert first is None or not first.is_open         # dropped; the next request reconnects
+        gate.set()
+        assert await pool.request("b", "hang", {}, timeout_s=10) == {}
+        second = pool._peers["b"].conn
+        assert second is not None and second is not first and second.pending_count == 0
+    finally:
+        gate.set()
+        await pool.close()
+        await server.stop(1000)
