@@ -11,11 +11,13 @@ Bounds: request body `body_size_max` (413 beyond), arriving within `body_read_ti
 (RequestTimeout beyond); `inflight_requests_max` concurrent SQS requests and
 `inflight_body_size_max` request bytes received and not yet answered (503 ServiceUnavailable
 beyond, which SDKs retry); idle keep-alive connections closed after `keepalive_timeout_s`;
+at most `connections_max` open connections (beyond, a new one is closed at once and counted);
 aiohttp's header limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -44,6 +46,44 @@ class ProtectedModeError(RuntimeError):
     """The listener would be reachable off-host without authentication."""
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over the listener's bound: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()
+
+
+class _CappedTcpSite(web.BaseSite):
+    """aiohttp's TCP site with a bound on open connections: beyond `connections_max`, a new
+    connection is closed at once and counted (aiohttp itself accepts without limit)."""
+
+    __slots__ = ("_host", "_port", "_connections_max", "refused_count")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, connections_max: int) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._connections_max = connections_max
+        self.refused_count = 0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if len(server.connections) >= self._connections_max:
+            self.refused_count += 1
+            return _Refused()
+        return server()
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, self._host, self._port, backlog=self._backlog, reuse_address=True)
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     account_id: str = "000000000000"
@@ -57,6 +97,7 @@ class HttpConfig:
     shutdown_timeout_s: float = HTTP_SHUTDOWN_TIMEOUT_S
     body_read_timeout_s: float = HTTP_BODY_READ_TIMEOUT_S
     keepalive_timeout_s: float = HTTP_KEEPALIVE_TIMEOUT_S
+    connections_max: int = limits.connections_max
 
     def validate(self) -> list[str]:
         problems = []
@@ -70,6 +111,8 @@ class HttpConfig:
             problems.append("body_size_max must hold at least two maximum-size messages")
         if self.inflight_requests_max <= 0:
             problems.append("inflight_requests_max must be positive")
+        if self.connections_max <= 0:
+            problems.append("connections_max must be positive")
         if self.inflight_body_size_max < self.body_size_max:
             problems.append("inflight_body_size_max must be at least body_size_max")
         return problems
@@ -95,6 +138,7 @@ class HttpServer:
             inflight_body_size_max=config.inflight_body_size_max,
             body_read_timeout_s=config.body_read_timeout_s))
         self._runner: web.AppRunner | None = None
+        self._site: _CappedTcpSite | None = None
 
     def _app(self) -> web.Application:
         # The gateway bounds the body itself (typed 413 in the request's protocol).
@@ -119,7 +163,9 @@ class HttpServer:
                  f'qnode_limit_rejections_total{{limit="http_inflight_requests"}} '
                  f"{gw.rejected_busy_count}\n"
                  f'qnode_limit_rejections_total{{limit="http_body_size"}} '
-                 f"{gw.rejected_too_large_count}\n")
+                 f"{gw.rejected_too_large_count}\n"
+                 f'qnode_limit_rejections_total{{limit="http_connections"}} '
+                 f"{self._site.refused_count if self._site is not None else 0}\n")
         return web.Response(text=text, content_type="text/plain")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -142,16 +188,23 @@ class HttpServer:
                                shutdown_timeout=self._config.shutdown_timeout_s,
                                keepalive_timeout=self._config.keepalive_timeout_s)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = _CappedTcpSite(runner, host, port, self._config.connections_max)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._site = site
         bound_host, bound_port = runner.addresses[0][:2]
         log.info("http listening", extra={"host": bound_host, "port": bound_port})
         return bound_host, bound_port
+
+    @property
+    def connection_count(self) -> int:
+        """Open HTTP connections (aiohttp's handlers)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     async def stop(self) -> None:
         """Stop accepting, answer parked long polls empty, let other in-flight requests finish

@@ -500,3 +500,37 @@ async def test_a_body_that_never_arrives_holds_no_budget_and_times_out():
     finally:
         writer.close()
         await server.stop()
+
+
+async def test_connections_over_the_bound_are_closed_at_once_and_counted():
+    """aiohttp accepts without limit: 2,000 connections holding half-sent headers stayed open.
+    The listener now closes a connection over `connections_max` as soon as it is accepted."""
+    server = HttpServer(FakeApi(), HttpConfig(connections_max=2))
+    host, port = await server.start("127.0.0.1", 0)
+    url = f"http://{host}:{port}"
+    held = [await asyncio.open_connection(host, port) for _ in range(2)]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while server.connection_count < 2:                    # both accepted
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+        reader, writer = await asyncio.open_connection(host, port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""                 # closed at once, nothing sent
+        writer.close()
+        for _, w in held:
+            w.close()
+        deadline = loop.time() + 5
+        while server.connection_count > 0:                    # the held ones are gone
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+
+        def metrics() -> bytes:
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+                return r.read()
+        assert b'qnode_limit_rejections_total{limit="http_connections"} 1' in await asyncio.to_thread(metrics)
+    finally:
+        for _, w in held:
+            w.close()
+        await server.stop()
