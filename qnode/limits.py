@@ -90,6 +90,7 @@ client_long_poll_margin_ms = 5_000        # the client times a long poll out onl
 client_attempts_max = 5                   # tries of one call across reconnects before giving up
 client_backoff_base_ms = 50               # first reconnect backoff; doubles per attempt, jittered
 client_backoff_max_ms = 2_000             # cap of one backoff sleep
+client_push_idle_ping_ms = 15_000         # a push consumer that got nothing for this long pings
 client_auto_extend_max_ms = visibility_timeout_ms_max   # auto_extend never holds a message longer
 hello_timeout_ms = 10_000                 # a connection that sends no HELLO within this is closed
 frame_timeout_ms = 60_000                 # a frame begun must be complete within this, or closed

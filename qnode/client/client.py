@@ -386,7 +386,7 @@ class Consumption:
             if self._buf is None:
                 await self._subscribe()
             assert self._buf is not None
-            d = await self._buf.get()
+            d = await self._next_pushed(self._buf)
             if d is not None:
                 msg = _message(d, self.queue, self)
                 if self.auto_extend and msg.receipt is not None:
@@ -403,6 +403,33 @@ class Consumption:
             if error.code not in RETRY_CODES or attempts >= self.client.attempts_max:
                 raise error
             await self.client._backoff(attempts, None)
+
+    async def _next_pushed(self, buf: Any) -> dict | None:
+        """The next pushed message, or None once the subscription ended. While nothing comes
+        for `push_idle_ping` seconds the server is pinged: a server that does not answer within
+        the request timeout (hung, or cut off without a reset) ends the subscription, so the
+        consumer resubscribes (elsewhere, if it can) instead of waiting for ever."""
+        idle_s = self.client.push_idle_ping_ms / 1000
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    return await buf.get()
+            except TimeoutError:
+                pass
+            conn = self.conn
+            if conn is None or not conn.is_open:
+                continue                      # the buffer ends with the connection
+            fut = conn.request("ping", {})
+            try:
+                async with asyncio.timeout(self.client.request_timeout_ms / 1000):
+                    await fut
+            except TimeoutError:
+                conn.forget(fut)
+                buf.end(Unavailable(f"{conn.address} did not answer a ping within "
+                                    f"{self.client.request_timeout_ms / 1000:g} s"))
+                self.client._drop(conn)
+            except QnodeError:
+                pass                          # an answer: the server is alive
 
     def on_settle(self, msg: Message) -> None:
         task = self._extenders.pop(msg, None)
@@ -502,7 +529,8 @@ class Client:
                  backoff_base: float = limits.client_backoff_base_ms / 1000,
                  backoff_max: float = limits.client_backoff_max_ms / 1000,
                  rng: random.Random | None = None, client_name: str = "qnode-python",
-                 frame_size_max: int = limits.frame_size_max) -> None:
+                 frame_size_max: int = limits.frame_size_max,
+                 push_idle_ping: float = limits.client_push_idle_ping_ms / 1000) -> None:
         if isinstance(addresses, str):
             addresses = [a for a in addresses.split(",") if a]
         if not addresses:
@@ -515,6 +543,7 @@ class Client:
         self.attempts_max = attempts_max
         self.backoff_base_ms = values.seconds_to_ms(backoff_base, "backoff_base")
         self.backoff_max_ms = values.seconds_to_ms(backoff_max, "backoff_max")
+        self.push_idle_ping_ms = values.seconds_to_ms(push_idle_ping, "push_idle_ping")
         self._rng = rng or random.Random()
         self._client_name = client_name
         self._frame_limits = FrameLimits(frame_size_max=frame_size_max)

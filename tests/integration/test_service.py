@@ -180,6 +180,33 @@ def test_client_close_is_bounded_when_the_node_stopped_reading(tmp_path):
         node.kill()
 
 
+def test_a_push_consumer_notices_a_node_that_stopped_answering(tmp_path):
+    """`async for msg in q.consume()` used to wait for ever on a hung or cut-off node (no reset
+    ever comes). An idle consumer now pings; a ping without an answer ends the subscription,
+    and the resubscription fails with a typed error (or, with more addresses, fails over)."""
+    node = NodeProcess(tmp_path / "data").start()
+    try:
+        async def run() -> None:
+            async with qnode.Client([node.binary], push_idle_ping=0.5, request_timeout=1,
+                                    attempts_max=2) as c:
+                q = await c.create_queue("pushed")
+                await q.send(b"first")
+                stream = q.consume(prefetch=1)
+                msg = await stream.__anext__()
+                await msg.delete()
+                node.proc.send_signal(signal.SIGSTOP)
+                try:
+                    async with asyncio.timeout(30):
+                        with pytest.raises(qnode.QnodeError):
+                            await stream.__anext__()
+                finally:
+                    node.proc.send_signal(signal.SIGCONT)
+                await stream.aclose()
+        asyncio.run(run())
+    finally:
+        node.kill()
+
+
 def test_second_process_on_the_same_data_dir_refuses(node):
     result = subprocess.run(
         [sys.executable, "-m", "qnode.cli", "start", "--listen", "127.0.0.1:0", "--http", "off",
