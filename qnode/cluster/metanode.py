@@ -33,6 +33,7 @@ from qnode.cluster.waiting import wait_event
 from qnode.cluster import bootstrap
 from qnode.cluster.transport import PeerPool, decode_batch
 from qnode.metadata.commands import Command
+from qnode.membership.types import MemberDown, MemberLeft
 from qnode.metadata.raft.core import RaftConfig, Role
 from qnode.metadata.state import ApplyResult
 from qnode.metadata.store import MetadataStore
@@ -169,7 +170,9 @@ class MetadataNode:
     # --- membership -------------------------------------------------------------------------
     def _on_member_event(self, event: Any) -> None:
         member = event.member
-        if member.meta.binary_address and "metadata" in member.meta.roles:
+        if isinstance(event, (MemberDown, MemberLeft)):
+            self.pool.forget(member.node_id)
+        elif member.meta.binary_address and "metadata" in member.meta.roles:
             self.pool.set_address(member.node_id, member.meta.binary_address)
         self._member_changed.set()
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from qnode.cluster.waiting import wait_event
 from qnode.cluster.transport import PeerPool
+from qnode.membership.types import MemberDown, MemberLeft
 from qnode.metadata.commands import Command
 from qnode.metadata.state import ApplyResult, MetadataState
 from qnode.protocol.errors import NotLeader, QnodeError, RequestTimeout, Unavailable
@@ -130,7 +131,10 @@ class RemoteMetadata:
 
     # --- members ----------------------------------------------------------------------------
     def _on_member_event(self, event: Any) -> None:
-        self._learn(event.member)
+        if isinstance(event, (MemberDown, MemberLeft)):
+            self.pool.forget(event.member.node_id)
+        else:
+            self._learn(event.member)
 
     def _learn(self, member: Any) -> None:
         if member.meta.binary_address and "metadata" in member.meta.roles:

@@ -205,6 +205,16 @@ class PeerPool:
         peer.task.add_done_callback(self._task_done)
         self._peers[node_id] = peer
 
+    def forget(self, node_id: str) -> None:
+        """Drop a peer SWIM declared down or left: its link, its queue, its place in the table
+        (bounded by peers_count_max, which departed or spoofed ids would otherwise fill for
+        good). SWIM's next MemberUp for it learns it again."""
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            peer.drop_connection()
+            if peer.task is not None:
+                peer.task.cancel()
+
     def send(self, to_node_id: str, msg: Message) -> None:
         """Raft Transport.send: queue `msg` for the peer; drop when unknown or full."""
         peer = self._peers.get(to_node_id)

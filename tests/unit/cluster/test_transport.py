@@ -20,6 +20,7 @@ from qnode.cluster import bootstrap, transport
 from qnode.cluster.metanode import MetadataNode
 from qnode.cluster.transport import PeerPool, decode_batch, wire_encode
 from qnode.frontend.server import BinaryServer
+from qnode.membership.types import Member, MemberDown, MemberLeft, MemberUp, Meta, State
 from qnode.metadata import commands
 from qnode.metadata.raft.messages import Heartbeat, InstallSnapshot, Snapshot
 from qnode.protocol.errors import InvalidParameter, QueueAlreadyExists, Unavailable
@@ -150,3 +151,37 @@ async def test_a_request_that_times_out_forgets_its_reply_and_the_connection():
         gate.set()
         await pool.close()
         await server.stop(1000)
+
+
+async def test_a_forgotten_peer_frees_its_place_in_the_bounded_table():
+    """The peer table is bounded and never shrank: departed (or spoofed) ids filled it for
+    good and a real peer learnt later was ignored. SWIM's MemberDown/MemberLeft now forget."""
+    pool = PeerPool("a")
+    try:
+        for i in range(transport.peers_count_max):
+            pool.set_address(f"gone{i}", f"127.0.0.1:{10_000 + i}")
+        pool.set_address("real", "127.0.0.1:9999")
+        assert pool.address_of("real") is None               # the table is full
+        tasks = [p.task for p in pool._peers.values()]
+        for i in range(transport.peers_count_max):
+            pool.forget(f"gone{i}")
+        await asyncio.wait(tasks, timeout=5)
+        assert all(t.done() for t in tasks)                   # their link tasks ended
+        pool.set_address("real", "127.0.0.1:9999")
+        assert pool.address_of("real") == "127.0.0.1:9999"
+    finally:
+        await pool.close()
+
+
+async def test_metadata_members_down_or_left_are_forgotten_and_relearnt_on_up(tmp_path):
+    node = MetadataNode("a", tmp_path, bootstrap_expect=3, has_seeds=True, pool=PeerPool("a"))
+    meta = Meta.build(roles=("metadata",), binary_address="127.0.0.1:9999")
+    try:
+        for gone in (MemberDown, MemberLeft):
+            member = Member("b", "127.0.0.1:9998", 1, State.ALIVE, meta)
+            node._on_member_event(MemberUp(member))
+            assert node.pool.address_of("b") == "127.0.0.1:9999"
+            node._on_member_event(gone(member))
+            assert node.pool.address_of("b") is None
+    finally:
+        await node.pool.close()
