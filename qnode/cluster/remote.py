@@ -229,10 +229,18 @@ class RemoteMetadata:
                 index = reply.get("index") if isinstance(reply, dict) else None
                 if type(index) is not int:
                     raise Unavailable("bad meta_submit reply")
-                for _ in range(3):               # the member applied it before replying
-                    if self._cache.state.applied_index >= index:
-                        break
-                    await self.pull(node_id)
+                try:
+                    # The member applied it before replying; our cache catches up within the
+                    # caller's deadline. Failing here must not look like "not done": a retry
+                    # would apply it twice.
+                    async with asyncio.timeout_at(deadline):
+                        for _ in range(3):
+                            if self._cache.state.applied_index >= index:
+                                break
+                            await self.pull(node_id)
+                except (TimeoutError, QnodeError) as exc:
+                    raise RequestTimeout(f"committed at index {index}, but this node's metadata "
+                                         f"cache did not catch up in time ({exc!r})") from None
                 return ApplyResult(index, cmd.kind)
             if loop.time() + poll_interval_s / 5 >= deadline:
                 why = f" ({last.message})" if last is not None else ""
