@@ -12,6 +12,7 @@ Bounds: request body `body_size_max` (413 beyond), arriving within `body_read_ti
 `inflight_body_size_max` request bytes received and not yet answered (503 ServiceUnavailable
 beyond, which SDKs retry); idle keep-alive connections closed after `keepalive_timeout_s`;
 at most `connections_max` open connections (beyond, a new one is closed at once and counted);
+a new connection closed unless a whole request head arrives within `first_request_timeout_s`;
 aiohttp's header limits.
 """
 
@@ -40,6 +41,7 @@ HTTP_INFLIGHT_BODY_SIZE_MAX = 256 * limits.MIB   # request bytes buffered at onc
 HTTP_SHUTDOWN_TIMEOUT_S = 5.0
 HTTP_BODY_READ_TIMEOUT_S = 30.0      # a request body must arrive whole within this
 HTTP_KEEPALIVE_TIMEOUT_S = 75.0      # an idle keep-alive connection is closed after this
+HTTP_FIRST_REQUEST_TIMEOUT_S = 30.0  # a new connection must send a whole request head by then
 
 
 class ProtectedModeError(RuntimeError):
@@ -54,17 +56,25 @@ class _Refused(asyncio.Protocol):
 
 
 class _CappedTcpSite(web.BaseSite):
-    """aiohttp's TCP site with a bound on open connections: beyond `connections_max`, a new
-    connection is closed at once and counted (aiohttp itself accepts without limit)."""
+    """aiohttp's TCP site with two bounds aiohttp lacks: beyond `connections_max` open
+    connections a new one is closed at once; a connection that has not sent a whole request
+    head within `first_request_timeout_s` is closed (a client dribbling its headers would hold
+    it for ever). Both are counted. `started` holds the handlers whose first request began
+    (HttpServer's middleware adds them) until their check runs."""
 
-    __slots__ = ("_host", "_port", "_connections_max", "refused_count")
+    __slots__ = ("_host", "_port", "_connections_max", "_first_request_timeout_s", "started",
+                 "refused_count", "slow_start_closed_count")
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, connections_max: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, connections_max: int,
+                 first_request_timeout_s: float) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._connections_max = connections_max
+        self._first_request_timeout_s = first_request_timeout_s
+        self.started: set[asyncio.BaseProtocol] = set()
         self.refused_count = 0
+        self.slow_start_closed_count = 0
 
     @property
     def name(self) -> str:
@@ -76,7 +86,17 @@ class _CappedTcpSite(web.BaseSite):
         if len(server.connections) >= self._connections_max:
             self.refused_count += 1
             return _Refused()
-        return server()
+        handler = server()
+        asyncio.get_running_loop().call_later(self._first_request_timeout_s,
+                                              self._check_started, handler)
+        return handler
+
+    def _check_started(self, handler: web.RequestHandler) -> None:
+        if handler in self.started:
+            self.started.discard(handler)
+        elif handler.transport is not None:
+            self.slow_start_closed_count += 1
+            handler.transport.close()
 
     async def start(self) -> None:
         await super().start()
@@ -97,6 +117,7 @@ class HttpConfig:
     shutdown_timeout_s: float = HTTP_SHUTDOWN_TIMEOUT_S
     body_read_timeout_s: float = HTTP_BODY_READ_TIMEOUT_S
     keepalive_timeout_s: float = HTTP_KEEPALIVE_TIMEOUT_S
+    first_request_timeout_s: float = HTTP_FIRST_REQUEST_TIMEOUT_S
     connections_max: int = limits.connections_max
 
     def validate(self) -> list[str]:
@@ -113,6 +134,9 @@ class HttpConfig:
             problems.append("inflight_requests_max must be positive")
         if self.connections_max <= 0:
             problems.append("connections_max must be positive")
+        for name in ("body_read_timeout_s", "keepalive_timeout_s", "first_request_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive")
         if self.inflight_body_size_max < self.body_size_max:
             problems.append("inflight_body_size_max must be at least body_size_max")
         return problems
@@ -142,7 +166,8 @@ class HttpServer:
 
     def _app(self) -> web.Application:
         # The gateway bounds the body itself (typed 413 in the request's protocol).
-        app = web.Application(client_max_size=self._config.body_size_max + 1)
+        app = web.Application(client_max_size=self._config.body_size_max + 1,
+                              middlewares=[self._note_started])
         app.router.add_get("/healthz", self._handle_health)
         app.router.add_get("/metrics", self._handle_metrics)
         app.router.add_route("POST", "/", self.gateway.handle)
@@ -150,6 +175,13 @@ class HttpServer:
         app.router.add_route("POST", "/{account}/{queue}", self.gateway.handle)
         app.router.add_route("GET", "/{account}/{queue}", self.gateway.handle)
         return app
+
+    @web.middleware
+    async def _note_started(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        """A request head arrived on this connection: its first-request check passes."""
+        if self._site is not None:
+            self._site.started.add(request.protocol)
+        return await handler(request)
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         status = self._health() if self._health is not None else {"status": "ok"}
@@ -165,7 +197,9 @@ class HttpServer:
                  f'qnode_limit_rejections_total{{limit="http_body_size"}} '
                  f"{gw.rejected_too_large_count}\n"
                  f'qnode_limit_rejections_total{{limit="http_connections"}} '
-                 f"{self._site.refused_count if self._site is not None else 0}\n")
+                 f"{self._site.refused_count if self._site is not None else 0}\n"
+                 f'qnode_limit_rejections_total{{limit="http_first_request_timeout"}} '
+                 f"{self._site.slow_start_closed_count if self._site is not None else 0}\n")
         return web.Response(text=text, content_type="text/plain")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -188,7 +222,8 @@ class HttpServer:
                                shutdown_timeout=self._config.shutdown_timeout_s,
                                keepalive_timeout=self._config.keepalive_timeout_s)
         await runner.setup()
-        site = _CappedTcpSite(runner, host, port, self._config.connections_max)
+        site = _CappedTcpSite(runner, host, port, self._config.connections_max,
+                              self._config.first_request_timeout_s)
         try:
             await site.start()
         except BaseException:

@@ -534,3 +534,34 @@ async def test_connections_over_the_bound_are_closed_at_once_and_counted():
         for _, w in held:
             w.close()
         await server.stop()
+
+
+async def test_a_connection_that_dribbles_its_first_request_head_is_closed():
+    """aiohttp has no timer for a request head: a client sending a few header bytes and then
+    nothing held its connection for ever. Served connections are left alone."""
+    server = HttpServer(FakeApi(), HttpConfig(first_request_timeout_s=0.5))
+    host, port = await server.start("127.0.0.1", 0)
+    url = f"http://{host}:{port}"
+    try:
+        get = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        # Opened first, so its check runs before the dribbler's (same delay, timers in order).
+        served_reader, served_writer = await asyncio.open_connection(host, port)
+        served_writer.write(get)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST / HTTP/1.1\r\nHost: {host}\r\n".encode())   # and no more
+        async with asyncio.timeout(10):
+            assert (await served_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            assert await reader.read() == b""                       # closed by the server
+            served_writer.write(get)                                # kept: it sent a request
+            await served_reader.readuntil(b"}")                     # the first reply's body
+            assert (await served_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+        def metrics() -> bytes:
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+                return r.read()
+        text = await asyncio.to_thread(metrics)
+        assert b'qnode_limit_rejections_total{limit="http_first_request_timeout"} 1' in text
+        writer.close()
+        served_writer.close()
+    finally:
+        await server.stop()
