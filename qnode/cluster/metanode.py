@@ -32,8 +32,8 @@ from qnode import limits
 from qnode.cluster.waiting import wait_event
 from qnode.cluster import bootstrap
 from qnode.cluster.transport import PeerPool, decode_batch
-from qnode.metadata.commands import Command
 from qnode.membership.types import MemberDown, MemberLeft
+from qnode.metadata.commands import Command
 from qnode.metadata.raft.core import RaftConfig, Role
 from qnode.metadata.state import ApplyResult
 from qnode.metadata.store import MetadataStore

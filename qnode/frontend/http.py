@@ -59,10 +59,10 @@ class _CappedTcpSite(web.BaseSite):
     """aiohttp's TCP site with two bounds aiohttp lacks: beyond `connections_max` open
     connections a new one is closed at once; a connection that has not sent a whole request
     head within `first_request_timeout_s` is closed (a client dribbling its headers would hold
-    it for ever). Both are counted. `started` holds the handlers whose first request began
-    (HttpServer's middleware adds them) until their check runs."""
+    it for ever). Both are counted. `unstarted` holds the new connections' handlers until
+    their first request begins (HttpServer's middleware removes them) or their check runs."""
 
-    __slots__ = ("_host", "_port", "_connections_max", "_first_request_timeout_s", "started",
+    __slots__ = ("_host", "_port", "_connections_max", "_first_request_timeout_s", "unstarted",
                  "refused_count", "slow_start_closed_count")
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, connections_max: int,
@@ -72,7 +72,7 @@ class _CappedTcpSite(web.BaseSite):
         self._port = port
         self._connections_max = connections_max
         self._first_request_timeout_s = first_request_timeout_s
-        self.started: set[asyncio.BaseProtocol] = set()
+        self.unstarted: set[asyncio.BaseProtocol] = set()
         self.refused_count = 0
         self.slow_start_closed_count = 0
 
@@ -87,16 +87,17 @@ class _CappedTcpSite(web.BaseSite):
             self.refused_count += 1
             return _Refused()
         handler = server()
+        self.unstarted.add(handler)
         asyncio.get_running_loop().call_later(self._first_request_timeout_s,
                                               self._check_started, handler)
         return handler
 
     def _check_started(self, handler: web.RequestHandler) -> None:
-        if handler in self.started:
-            self.started.discard(handler)
-        elif handler.transport is not None:
-            self.slow_start_closed_count += 1
-            handler.transport.close()
+        if handler in self.unstarted:
+            self.unstarted.discard(handler)
+            if handler.transport is not None:
+                self.slow_start_closed_count += 1
+                handler.transport.close()
 
     async def start(self) -> None:
         await super().start()
@@ -180,7 +181,7 @@ class HttpServer:
     async def _note_started(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         """A request head arrived on this connection: its first-request check passes."""
         if self._site is not None:
-            self._site.started.add(request.protocol)
+            self._site.unstarted.discard(request.protocol)
         return await handler(request)
 
     async def _handle_health(self, request: web.Request) -> web.Response:

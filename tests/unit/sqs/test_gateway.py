@@ -555,6 +555,7 @@ async def test_a_connection_that_dribbles_its_first_request_head_is_closed():
             served_writer.write(get)                                # kept: it sent a request
             await served_reader.readuntil(b"}")                     # the first reply's body
             assert (await served_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        assert not server._site.unstarted           # both checks ran; nothing is kept for later
 
         def metrics() -> bytes:
             with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
